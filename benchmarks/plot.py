@@ -1,0 +1,62 @@
+"""RD plots drawn from records only, so any result file can be redrawn without rerunning."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks.common import Record  # noqa: E402
+
+METRICS = {"psnr": "RGB PSNR (dB)", "ms_ssim": "MS-SSIM"}
+
+
+def _style(label: str) -> dict:
+    """pfnr in solid thick lines; anchors dashed, slower presets dotted, so the eye finds pfnr."""
+    if label.startswith("pfnr"):
+        return {"linestyle": "-", "linewidth": 2.2, "marker": "o"}
+    slow = any(s in label for s in ("veryslow", "svtav1 4"))
+    return {"linestyle": ":" if slow else "--", "linewidth": 1.3, "marker": "s", "markersize": 4}
+
+
+def plot_rd(
+    records: Sequence[Record], path: Path, metric: str = "psnr", title: str = "Rate-distortion"
+) -> Path:
+    """One panel per clip, quality against bpp (log axis), one line per curve label."""
+    clips = list(dict.fromkeys(r.clip for r in records))
+    cols = min(3, len(clips)) or 1
+    rows = (len(clips) + cols - 1) // cols or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
+    for ax, clip in zip(axes.flat, clips, strict=False):
+        curves: dict[str, list[Record]] = defaultdict(list)
+        for r in records:
+            if r.clip == clip:
+                curves[r.label].append(r)
+        for label, points in sorted(curves.items()):
+            points.sort(key=lambda r: r.bpp)
+            ax.plot(
+                [p.bpp for p in points],
+                [getattr(p, metric) for p in points],
+                label=label,
+                **_style(label),
+            )
+        first = next(r for r in records if r.clip == clip)
+        ax.set_title(f"{clip} ({first.width}x{first.height}, {first.frames} frames)")
+        ax.set_xscale("log")
+        ax.set_xlabel("bits per pixel (real bytes)")
+        ax.set_ylabel(METRICS.get(metric, metric))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(clips) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,161 @@
+"""Rate-distortion of pfnr against x264, x265 and SVT-AV1, each clip at the archive's working size.
+
+    python -m benchmarks.rd --quick              # a few minutes on 2 cores
+    python -m benchmarks.rd                      # full sweep, writes benchmarks/results/rd.*
+    python -m benchmarks.rd clip.mp4 --frames 48 --no-pfnr
+
+Every codec in a run codes the same frames at the same size; BD metrics compare pfnr's Pareto
+front (over its whole settings sweep) with each anchor curve measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks import anchors
+from benchmarks.bd import bd_psnr, bd_rate, pareto_front
+from benchmarks.common import (
+    RESULTS_DIR,
+    Clip,
+    Record,
+    device_name,
+    find_clips,
+    load_clip,
+    machine_info,
+    markdown_table,
+    versions_string,
+    write_markdown,
+    write_records,
+)
+from benchmarks.plot import plot_rd
+from pfnr_codec.errors import PfnrError
+
+
+def working_size(preset: str, path: Path) -> tuple[int, int]:
+    """The size an archive made with ``preset`` from this clip decodes at."""
+    from pfnr_codec.config import working_size as size_for
+    from pfnr_codec.video import probe_video
+
+    info = probe_video(path)
+    return size_for(preset, info.height, info.width)
+
+
+def measure_anchors(clip: Clip, mode: str, families: Sequence[str], device: str) -> list[Record]:
+    versions = versions_string()
+    records = []
+    for family in families:
+        for preset in anchors.PRESETS[family][mode]:
+            anchor = anchors.make_anchor(family, preset)
+            records += anchors.measure(
+                clip, anchor, anchors.CRF_SWEEPS[family][mode], device, versions
+            )
+    return records
+
+
+def bd_rows(records: Sequence[Record]) -> list[list]:
+    """BD-rate / BD-PSNR of pfnr (its Pareto front) and of every anchor against every anchor curve.
+
+    Anchor-vs-anchor rows are a sanity check (x265 should need fewer bits than x264).
+    """
+    rows = []
+    by_clip: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        by_clip[r.clip]["pfnr" if r.codec == "pfnr" else r.label].append(r)
+    for clip, curves in by_clip.items():
+        fronts = {label: _front(points) for label, points in curves.items()}
+        references = [label for label in fronts if label != "pfnr"]
+        for test_label, test in fronts.items():
+            for ref_label in references:
+                if ref_label == test_label:
+                    continue
+                ref = fronts[ref_label]
+                args = (
+                    [p.bpp for p in ref],
+                    [p.psnr for p in ref],
+                    [p.bpp for p in test],
+                    [p.psnr for p in test],
+                )
+                try:
+                    rate, gain = bd_rate(*args), bd_psnr(*args)
+                except PfnrError:
+                    rate = gain = float("nan")  # curves do not overlap: no average to report
+                rows.append([clip, test_label, ref_label, rate, gain])
+    rows.sort(key=lambda row: (row[0], row[1] != "pfnr", row[1], row[2]))
+    return rows
+
+
+def _front(points: Sequence[Record]) -> list[Record]:
+    """The points of a curve that no other point of it beats, by rising rate."""
+    return [points[i] for i in pareto_front([p.bpp for p in points], [p.psnr for p in points])]
+
+
+def points_table(records: Sequence[Record]) -> str:
+    rows = []
+    for r in records:
+        setting = ", ".join(f"{k} {v}" for k, v in r.settings.items() if k != "curve")
+        rows.append(
+            [r.clip, r.label, setting, r.bytes, r.bpp, r.psnr, r.ms_ssim, r.encode_s, r.decode_s]
+        )
+    header = ["clip", "curve", "settings", "bytes", "bpp", "PSNR", "MS-SSIM", "enc s", "dec s"]
+    return markdown_table(rows, header)
+
+
+def run_pfnr(clip: Clip, mode: str, preset: str, device: str, work: Path) -> list[Record]:
+    """pfnr's points on this clip (filled in once the encoder API exists)."""
+    del clip, mode, preset, device, work
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("clips", nargs="*", type=Path, help="videos or folders (default: shared)")
+    parser.add_argument("--quick", action="store_true", help="fewer points, smaller budgets")
+    parser.add_argument("--frames", type=int, default=None, help="first N frames of each clip")
+    parser.add_argument("--preset", default="cpu", help="pfnr preset (sets the working size)")
+    parser.add_argument("--anchors", nargs="*", default=None, help="subset of x264 x265 svtav1")
+    parser.add_argument("--no-pfnr", action="store_true", help="anchors only")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default=None, help="result file stem (default rd / rd_quick)")
+    args = parser.parse_args(argv)
+
+    mode = "quick" if args.quick else "full"
+    frames = args.frames or (16 if args.quick else None)
+    stem = args.name or ("rd_quick" if args.quick else "rd")
+    families = [f for f in (args.anchors or anchors.available_anchors())]
+    device = device_name(args.device)
+    machine = machine_info(args.device)
+    records: list[Record] = []
+    for path in find_clips(args.clips):
+        size = working_size(args.preset, path)
+        clip = load_clip(path, (0, frames) if frames else None, size)
+        records += measure_anchors(clip, mode, families, device)
+        if not args.no_pfnr:
+            records += run_pfnr(clip, mode, args.preset, args.device, args.out / f"{stem}_work")
+        write_records(records, args.out, stem, machine)  # partial results survive a crash
+
+    plot_rd(records, args.out / f"{stem}.png", title=f"RD, {mode} mode")
+    plot_rd(records, args.out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
+    bd = markdown_table(bd_rows(records), ["clip", "test", "anchor", "BD-rate %", "BD-PSNR dB"])
+    write_markdown(
+        args.out / f"{stem}.md",
+        f"pfnr rate-distortion ({mode} mode)",
+        machine,
+        [
+            "BD metrics (PCHIP over log-rate; negative BD-rate = fewer bits than the anchor at "
+            "equal PSNR; '-' = curves do not overlap). pfnr's curve is the Pareto front of all "
+            "its points.",
+            bd,
+            f"![RD]({stem}.png)",
+            "All points (bpp from real bytes over the working size; RGB PSNR averaged per frame):",
+            points_table(records),
+        ],
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
