@@ -15,6 +15,7 @@ on smooth content at CRF 0) from chroma subsampling and the limited-range conver
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +25,8 @@ import numpy as np
 
 from benchmarks.common import Clip, Record, Timer, bits_per_pixel, quality
 from pfnr_codec.errors import ConfigError
+
+os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at level 3
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Anchor:
 
     @property
     def curve(self) -> str:
-        return self.preset
+        return f"preset {self.preset}" if self.preset.isdigit() else self.preset
 
 
 ENCODERS = {

@@ -20,7 +20,7 @@ def _style(label: str) -> dict:
     """pfnr in solid thick lines; anchors dashed, slower presets dotted, so the eye finds pfnr."""
     if label.startswith("pfnr"):
         return {"linestyle": "-", "linewidth": 2.2, "marker": "o"}
-    slow = any(s in label for s in ("veryslow", "svtav1 4"))
+    slow = any(s in label for s in ("veryslow", "svtav1 preset 4"))
     return {"linestyle": ":" if slow else "--", "linewidth": 1.3, "marker": "s", "markersize": 4}
 
 

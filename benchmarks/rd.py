@@ -104,9 +104,10 @@ def points_table(records: Sequence[Record]) -> str:
 
 
 def run_pfnr(clip: Clip, mode: str, preset: str, device: str, work: Path) -> list[Record]:
-    """pfnr's points on this clip (filled in once the encoder API exists)."""
-    del clip, mode, preset, device, work
-    return []
+    """pfnr's points on this clip: one fresh archive per sweep point."""
+    from benchmarks import pfnr_runs
+
+    return pfnr_runs.sweep(clip, mode, preset, device, device_name(device), versions_string(), work)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
