@@ -1,0 +1,668 @@
+"""Entropy coding of integer codes, mask bits and float side information.
+
+Two interchangeable coders sit behind `EntropyCoder` (its name goes in the archive header):
+both code i.i.d. symbols under an integer frequency table summing to 2**PRECISION_BITS.
+On top of them this module defines self-contained byte streams (layouts in docs/FORMAT.md):
+
+- ints stream: value offset, alphabet size and an integer histogram (the side information),
+  then the coder payload;
+- bits stream: constant, order-0 or run-length coded, whichever is shortest;
+- floats stream: raw little-endian float32, zstd-compressed when that is shorter.
+
+Determinism: every probability the decoder uses comes from integers stored in the stream.
+constriction's Categorical model only takes floats, so it is fed `freqs / 2**16` as float64 with
+perfect=False. Its fast quantizer then computes, in f64, cdf_i = floor(C_i * (2**24 - n) / 2**16)
++ i, where C_i is our integer cumulative frequency and n the alphabet size. Our inputs are dyadic
+and every intermediate is an integer multiple of 2**-16 below 2**41, so every f64 operation is
+exact: nothing is ever rounded, and every CPU derives the same 24-bit integer table from the
+stored integers. tests/test_entropy.py probes constriction's decoder at every interval edge to
+check that the installed version computes exactly this table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import Any, Protocol
+
+import numpy as np
+import zstandard
+
+from .errors import ArchiveError, ConfigError
+
+PRECISION_BITS = 16
+TOTAL_FREQ = 1 << PRECISION_BITS
+CODERS: tuple[str, ...] = ("constriction", "torchac")
+DEFAULT_CODER = "constriction"
+
+MAX_COUNT = 1 << 28  # most symbols one stream may hold (decoders refuse larger counts)
+MAX_ALPHABET = 4096  # widest value range of a coded ints stream; wider ranges are stored raw
+MAX_CODER_ALPHABET = 1 << 15  # torchac codes int16 symbols
+_CHUNK = 1 << 20  # symbols mapped at a time, to bound temporary memory
+
+_ANS_PRECISION = 24  # constriction's fixed-point precision (DefaultAnsCoder)
+
+_INT_CONST, _INT_CODED, _INT_RAW = 0, 1, 2
+_BITS_CONST, _BITS_ORDER0, _BITS_RUNS = 0, 1, 2
+_FLOAT_RAW, _FLOAT_ZSTD = 0, 1
+
+_RUN_DIRECT = 64  # run lengths 1..64 have their own symbol; longer ones use an octave + raw bits
+_RUN_MAX_SYMBOL = _RUN_DIRECT + (MAX_COUNT - 1).bit_length() - 7
+
+
+class EntropyCoder(Protocol):
+    """Codes i.i.d. symbols under an integer frequency table summing to 2**PRECISION_BITS."""
+
+    name: str
+
+    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes: ...
+
+    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray: ...
+
+
+# ---------------------------------------------------------------------------- shared checks
+
+
+def _check_count(count: int, where: str) -> int:
+    if isinstance(count, bool) or not isinstance(count, int | np.integer):
+        raise ArchiveError(f"{where}: symbol count must be an integer, got {count!r}")
+    if not 0 <= count <= MAX_COUNT:
+        raise ArchiveError(f"{where}: symbol count must be in 0..{MAX_COUNT}, got {count}")
+    return int(count)
+
+
+def _compact_model(freqs: np.ndarray, error: type[Exception]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a frequency table; return (used symbols, their freqs), dropping zero entries.
+
+    Coding only the used symbols keeps every coded interval non-empty, which torchac's decoder
+    needs (its binary search can land on a zero-width symbol).
+    """
+    freqs = np.asarray(freqs)
+    if freqs.ndim != 1 or not 1 <= freqs.shape[0] <= MAX_CODER_ALPHABET:
+        raise error(
+            f"frequency table must be 1-D with 1..{MAX_CODER_ALPHABET} entries, got {freqs.shape}"
+        )
+    if not np.issubdtype(freqs.dtype, np.integer):
+        raise error(f"frequencies must be integers, got dtype {freqs.dtype}")
+    freqs = freqs.astype(np.int64)
+    if freqs.min() < 0 or int(freqs.sum()) != TOTAL_FREQ:
+        raise error(f"frequencies must be >= 0 and sum to {TOTAL_FREQ}, sum is {int(freqs.sum())}")
+    used = np.flatnonzero(freqs)
+    return used, freqs[used]
+
+
+def _symbol_chunks(symbols: np.ndarray, freqs_len: int, used: np.ndarray):
+    """Yield (start, compact indices int32) per chunk, checking each symbol has a frequency."""
+    symbols = np.asarray(symbols)
+    if symbols.ndim != 1 or (symbols.size and not np.issubdtype(symbols.dtype, np.integer)):
+        raise ConfigError(
+            f"symbols must be a 1-D integer array, got {symbols.dtype}{symbols.shape}"
+        )
+    lut = np.full(freqs_len, -1, dtype=np.int32)
+    lut[used] = np.arange(used.shape[0], dtype=np.int32)
+    for start in range(0, symbols.shape[0], _CHUNK):
+        part = symbols[start : start + _CHUNK]
+        if part.min() < 0 or part.max() >= freqs_len:
+            raise ConfigError(
+                f"symbols must lie in [0, {freqs_len}), found {part.min()}..{part.max()}"
+            )
+        idx = lut[part]
+        if idx.min() < 0:
+            raise ConfigError("a symbol to encode has frequency 0")
+        yield start, idx
+
+
+# ---------------------------------------------------------------------------- coders
+
+
+class ConstrictionCoder:
+    """ANS (constriction's AnsCoder) with a categorical model built exactly from integers."""
+
+    name = "constriction"
+
+    def _model(self, f: np.ndarray) -> Any:
+        import constriction
+
+        probabilities = f.astype(np.float64) / TOTAL_FREQ  # dyadic: exact, see module docstring
+        return constriction.stream.model.Categorical(probabilities, perfect=False)
+
+    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes:
+        import constriction
+
+        used, f = _compact_model(freqs, ConfigError)
+        chunks = list(_symbol_chunks(symbols, len(freqs), used))
+        if used.shape[0] == 1 or not chunks:
+            return b""
+        model = self._model(f)
+        coder = constriction.stream.stack.AnsCoder()
+        for _, idx in reversed(chunks):  # ANS is a stack: push the last chunk first
+            coder.encode_reverse(idx, model)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray:
+        import constriction
+
+        count = _check_count(count, "constriction payload")
+        used, f = _compact_model(freqs, ArchiveError)
+        if count == 0 or used.shape[0] == 1:
+            if data:
+                raise ArchiveError(f"constriction payload: expected 0 bytes, found {len(data)}")
+            return np.full(count, used[0], dtype=np.int32)
+        if len(data) == 0 or len(data) % 4:
+            raise ArchiveError(
+                f"constriction payload: expected a non-empty multiple of 4 bytes, found {len(data)}"
+            )
+        out = np.empty(count, dtype=np.int32)
+        try:
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
+            model = self._model(f)
+            for start in range(0, count, _CHUNK):
+                n = min(_CHUNK, count - start)
+                out[start : start + n] = used[coder.decode(model, n)]
+            empty = coder.is_empty()
+        except Exception as exc:  # constriction raises assorted errors on garbage
+            raise ArchiveError(f"constriction payload is corrupt ({exc})") from None
+        if not empty:
+            raise ArchiveError("constriction payload is corrupt (data left after the last symbol)")
+        return out
+
+
+_TORCHAC: Any = None
+
+
+def _import_torchac() -> Any:
+    """Import torchac (it compiles C++ with ninja the first time) with its output silenced."""
+    global _TORCHAC
+    if _TORCHAC is not None:
+        return _TORCHAC
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            with contextlib.redirect_stdout(sys.stderr):
+                import torchac  # noqa: PLC0415
+        except Exception as exc:
+            log.seek(0)
+            tail = log.read()[-300:].decode("utf-8", "replace").replace("\n", " ")
+            raise ConfigError(f"torchac coder unavailable ({exc}); build output: {tail}") from None
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+    _TORCHAC = torchac
+    return torchac
+
+
+class TorchacCoder:
+    """torchac's arithmetic coder; it wants one int16 CDF row per symbol, so it codes in chunks.
+
+    Payload: uvarint chunk_symbols, then per chunk uvarint(byte length) + torchac bytes.
+    """
+
+    name = "torchac"
+
+    @staticmethod
+    def _cdf_row(f: np.ndarray) -> np.ndarray:
+        cdf = np.zeros(f.shape[0] + 1, dtype=np.int64)  # last entry unused (torchac assumes 2**16)
+        cdf[1:-1] = np.cumsum(f)[:-1]
+        return cdf.astype(np.uint16).view(np.int16)
+
+    @staticmethod
+    def _chunk_symbols(n_used: int) -> int:
+        return max(1, min(1 << 16, (1 << 23) // (n_used + 1)))  # CDF block <= 16 MiB
+
+    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes:
+        used, f = _compact_model(freqs, ConfigError)
+        chunks = list(_symbol_chunks(symbols, len(freqs), used))
+        if used.shape[0] == 1 or not chunks:
+            return b""
+        torch = __import__("torch")
+        torchac = _import_torchac()
+        row = self._cdf_row(f)
+        step = self._chunk_symbols(used.shape[0])
+        out = [_uvarint(step)]
+        for _, idx in chunks:
+            for s in range(0, idx.shape[0], step):
+                part = idx[s : s + step].astype(np.int16)
+                cdf = torch.from_numpy(np.broadcast_to(row, (part.shape[0], row.shape[0])).copy())
+                data = torchac.encode_int16_normalized_cdf(cdf, torch.from_numpy(part))
+                out += [_uvarint(len(data)), data]
+        return b"".join(out)
+
+    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray:
+        count = _check_count(count, "torchac payload")
+        used, f = _compact_model(freqs, ArchiveError)
+        if count == 0 or used.shape[0] == 1:
+            if data:
+                raise ArchiveError(f"torchac payload: expected 0 bytes, found {len(data)}")
+            return np.full(count, used[0], dtype=np.int32)
+        torch = __import__("torch")
+        torchac = _import_torchac()
+        reader = _Reader(data, "torchac payload")
+        step = reader.uvarint(1 << 16)
+        if step < 1:
+            raise ArchiveError("torchac payload: chunk size must be >= 1, found 0")
+        row = self._cdf_row(f)
+        out = np.empty(count, dtype=np.int32)
+        for start in range(0, count, step):
+            n = min(step, count - start)
+            chunk = reader.take(reader.uvarint(len(data)))
+            cdf = torch.from_numpy(np.broadcast_to(row, (n, row.shape[0])).copy())
+            try:
+                sym = torchac.decode_int16_normalized_cdf(cdf, chunk).numpy()
+            except Exception as exc:
+                raise ArchiveError(f"torchac payload is corrupt ({exc})") from None
+            out[start : start + n] = used[sym.astype(np.int64)]
+        reader.end()
+        return out
+
+
+def get_coder(name: str) -> EntropyCoder:
+    """The coder recorded under `name` in an archive header."""
+    if name == "constriction":
+        return ConstrictionCoder()
+    if name == "torchac":
+        return TorchacCoder()
+    raise ConfigError(f"unknown entropy coder {name!r}; valid coders: {', '.join(CODERS)}")
+
+
+# ---------------------------------------------------------------------------- byte helpers
+
+
+def _uvarint(value: int) -> bytes:
+    """Unsigned LEB128."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _zigzag(value: int) -> int:
+    return 2 * value if value >= 0 else -2 * value - 1
+
+
+def _unzigzag(value: int) -> int:
+    return value >> 1 if value % 2 == 0 else -((value + 1) >> 1)
+
+
+class _Reader:
+    """Bounds-checked cursor over a stream; every failure is an ArchiveError naming the offset."""
+
+    def __init__(self, data: bytes, where: str) -> None:
+        self.data = memoryview(bytes(data))
+        self.pos = 0
+        self.where = where
+
+    def fail(self, what: str) -> ArchiveError:
+        return ArchiveError(f"{self.where}: {what} at byte {self.pos} of {len(self.data)}")
+
+    def u8(self) -> int:
+        if self.pos >= len(self.data):
+            raise self.fail("unexpected end of stream")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+    def uvarint(self, limit: int) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self.u8()
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if value > limit:
+                raise self.fail(f"value {value} exceeds the limit {limit}")
+            if not byte & 0x80:
+                return value
+            if shift > 63:
+                raise self.fail("varint longer than 9 bytes")
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise self.fail(f"{n} bytes announced, {len(self.data) - self.pos} left")
+        self.pos += n
+        return bytes(self.data[self.pos - n : self.pos])
+
+    def rest(self) -> bytes:
+        return self.take(len(self.data) - self.pos)
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise self.fail(f"{len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def _bit_length(values: np.ndarray) -> np.ndarray:
+    """Exact bit length of non-negative integers below 2**62."""
+    return np.searchsorted(1 << np.arange(63, dtype=np.int64), values, side="right")
+
+
+def _zstd_compress(raw: bytes) -> bytes:
+    return zstandard.ZstdCompressor(level=19, write_content_size=True).compress(raw)
+
+
+def _zstd_decompress(data: bytes, size: int, where: str) -> bytes:
+    """Decompress one zstd frame that must declare exactly `size` bytes (no bombs, no trailer)."""
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared != size:
+            raise ArchiveError(f"{where}: zstd frame declares {declared} bytes, expected {size}")
+        obj = zstandard.ZstdDecompressor().decompressobj()
+        raw = obj.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"{where}: corrupt zstd data ({exc})") from None
+    if len(raw) != size or not obj.eof or obj.unused_data:
+        raise ArchiveError(f"{where}: zstd frame is truncated or followed by extra bytes")
+    return raw
+
+
+# ---------------------------------------------------------------------------- histogram model
+
+
+def normalize_counts(counts: np.ndarray, total: int) -> np.ndarray:
+    """Integer frequencies summing to `total`, >= 1 wherever counts > 0, close to counts' shape."""
+    counts = np.asarray(counts, dtype=np.int64)
+    used = counts > 0
+    n_used = int(used.sum())
+    if n_used == 0 or n_used > total:
+        raise ConfigError(f"cannot give {n_used} used symbols non-zero frequencies out of {total}")
+    freqs = counts * total // int(counts.sum())
+    freqs[used] = np.maximum(freqs[used], 1)
+    diff = total - int(freqs.sum())
+    while diff:
+        if diff > 0:  # hand out units where they save the most bits
+            idx = np.flatnonzero(used)
+            f = freqs[idx].astype(np.float64)
+            gain = counts[idx] * np.log2((f + 1) / f)
+            take = min(diff, idx.shape[0])
+            freqs[idx[np.argpartition(-gain, take - 1)[:take]]] += 1
+            diff -= take
+        else:  # take units back where that costs the fewest bits
+            idx = np.flatnonzero(freqs > 1)
+            f = freqs[idx].astype(np.float64)
+            loss = counts[idx] * np.log2(f / (f - 1))
+            take = min(-diff, idx.shape[0])
+            freqs[idx[np.argpartition(loss, take - 1)[:take]]] -= 1
+            diff += take
+    return freqs
+
+
+def _gamma_bits(values: np.ndarray) -> str:
+    """Elias-gamma code (values >= 1) as a '0'/'1' string."""
+    return "".join("0" * (int(v).bit_length() - 1) + format(int(v), "b") for v in values)
+
+
+def _histogram_to_bytes(freqs: np.ndarray, k: int) -> bytes:
+    """Byte k (| 0x80 for delta coding), then gamma codes of freqs+1 or zigzag(delta)+1."""
+    deltas = np.diff(freqs, prepend=0)
+    plain_codes = freqs + 1
+    delta_codes = np.where(deltas >= 0, 2 * deltas, -2 * deltas - 1) + 1
+    plain_cost = int((2 * _bit_length(plain_codes) - 1).sum())
+    delta_cost = int((2 * _bit_length(delta_codes) - 1).sum())
+    flag, codes = (0x80, delta_codes) if delta_cost < plain_cost else (0, plain_codes)
+    bits = _gamma_bits(codes)
+    bits += "0" * (-len(bits) % 8)
+    return bytes([k | flag]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def _histogram_from_bytes(reader: _Reader, n: int) -> tuple[np.ndarray, int]:
+    head = reader.u8()
+    k, delta = head & 0x7F, bool(head & 0x80)
+    if not 1 <= k <= PRECISION_BITS:
+        raise reader.fail(f"histogram precision must be 1..{PRECISION_BITS} bits, found {k}")
+    max_len = 2 * (k + 2)  # longest gamma code a valid table can contain
+    avail = min(len(reader.data) - reader.pos, (n * max_len + 7) // 8)
+    raw = bytes(reader.data[reader.pos : reader.pos + avail])
+    bits = format(int.from_bytes(raw, "big"), "b").zfill(8 * len(raw)) if raw else ""
+    values, pos = [], 0
+    for _ in range(n):
+        one = bits.find("1", pos)
+        zeros = one - pos
+        if one < 0 or zeros >= max_len // 2 or one + zeros >= len(bits):
+            raise reader.fail("corrupt histogram")
+        values.append(int(bits[one : one + zeros + 1], 2))
+        pos = one + zeros + 1
+    reader.take((pos + 7) // 8)
+    codes = np.array(values, dtype=np.int64) - 1
+    if delta:
+        freqs = np.cumsum(np.where(codes % 2 == 0, codes // 2, -(codes + 1) // 2))
+    else:
+        freqs = codes
+    if freqs.min() < 0 or int(freqs.sum()) != 1 << k:
+        raise reader.fail(f"histogram does not sum to 2**{k}")
+    return freqs, k
+
+
+def _choose_histogram(counts: np.ndarray) -> tuple[np.ndarray, bytes]:
+    """Pick the histogram precision k that minimises side information + estimated payload."""
+    n_used = int((counts > 0).sum())
+    best: tuple[float, np.ndarray, bytes] | None = None
+    for k in range(max(1, (n_used - 1).bit_length()), PRECISION_BITS + 1):
+        freqs = normalize_counts(counts, 1 << k)
+        side = _histogram_to_bytes(freqs, k)
+        used = counts > 0
+        payload = float(-(counts[used] * np.log2(freqs[used] / float(1 << k))).sum())
+        cost = payload + 8 * len(side)
+        if best is None or cost < best[0]:
+            best = (cost, freqs << (PRECISION_BITS - k), side)
+    assert best is not None
+    return best[1], best[2]
+
+
+# ---------------------------------------------------------------------------- ints streams
+
+
+def encode_ints(values: np.ndarray, coder: EntropyCoder) -> bytes:
+    """Self-contained stream for a 1-D integer array with a small value range.
+
+    Layout: mode byte; CONST: zigzag uvarint value. CODED: zigzag uvarint offset, uvarint alphabet
+    size n, histogram (precision byte + gamma codes), coder payload. RAW (range wider than
+    MAX_ALPHABET): zstd of little-endian int32. The histogram is side information counted in the
+    stream's own bytes.
+    """
+    values = np.asarray(values)
+    if values.ndim != 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
+        raise ConfigError(
+            f"encode_ints wants a 1-D integer array, got {values.dtype}{values.shape}"
+        )
+    if values.shape[0] > MAX_COUNT:
+        raise ConfigError(f"encode_ints codes at most {MAX_COUNT} values, got {values.shape[0]}")
+    if values.size == 0:
+        return bytes([_INT_CONST]) + _uvarint(0)
+    lo, hi = int(values.min()), int(values.max())
+    if lo < -(2**31) or hi >= 2**31:
+        raise ConfigError(f"encode_ints values must fit int32, found {lo}..{hi}")
+    if lo == hi:
+        return bytes([_INT_CONST]) + _uvarint(_zigzag(lo))
+    n = hi - lo + 1
+    if n > MAX_ALPHABET:
+        return bytes([_INT_RAW]) + _zstd_compress(values.astype("<i4").tobytes())
+    shifted = (values - np.asarray(lo, dtype=values.dtype)).astype(np.int32)
+    freqs, side = _choose_histogram(np.bincount(shifted, minlength=n))
+    head = bytes([_INT_CODED]) + _uvarint(_zigzag(lo)) + _uvarint(n)
+    return head + side + coder.encode(shifted, freqs)
+
+
+def decode_ints(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
+    """Inverse of encode_ints: an int32 array of length `count`."""
+    count = _check_count(count, "ints stream")
+    reader = _Reader(data, "ints stream")
+    mode = reader.u8()
+    if mode == _INT_CONST:
+        value = _unzigzag(reader.uvarint(2**32))
+        reader.end()
+        if not -(2**31) <= value < 2**31:
+            raise reader.fail(f"constant {value} does not fit int32")
+        return np.full(count, value, dtype=np.int32)
+    if mode == _INT_RAW:
+        raw = _zstd_decompress(reader.rest(), 4 * count, "ints stream (raw)")
+        return np.frombuffer(raw, "<i4").astype(np.int32)
+    if mode != _INT_CODED:
+        raise ArchiveError(f"ints stream: unknown mode {mode} (expected 0, 1 or 2)")
+    lo = _unzigzag(reader.uvarint(2**32))
+    n = reader.uvarint(MAX_ALPHABET)
+    if n < 2 or lo < -(2**31) or lo + n > 2**31:
+        raise reader.fail(f"value range {lo}+[0, {n}) is invalid")
+    freqs, k = _histogram_from_bytes(reader, n)
+    freqs = freqs << (PRECISION_BITS - k)
+    symbols = coder.decode(reader.rest(), freqs, count)
+    return (symbols + np.int32(lo)).astype(np.int32) if lo else symbols
+
+
+# ---------------------------------------------------------------------------- bits streams
+
+
+def _runs_to_symbols(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run lengths -> (symbols, escaped run indices, their raw-bit counts).
+
+    v = length - 1; v < 64 is its own symbol; otherwise the symbol is 64 + (bit_length(v) - 7)
+    and the bit_length(v) - 1 bits below v's leading one follow as raw bits.
+    """
+    v = lengths - 1
+    symbols = v.astype(np.int32)
+    esc = np.flatnonzero(v >= _RUN_DIRECT)
+    nbits = _bit_length(v[esc]) - 1
+    symbols[esc] = _RUN_DIRECT + nbits - 6
+    return symbols, esc, nbits
+
+
+def _encode_runs(bits: np.ndarray, coder: EntropyCoder) -> bytes:
+    n = bits.shape[0]
+    starts = np.flatnonzero(bits[1:] != bits[:-1]) + 1
+    lengths = np.diff(np.concatenate(([0], starts, [n])))
+    del starts
+    symbols, esc, nbits = _runs_to_symbols(lengths)
+    first = int(bits[0])
+    a = encode_ints(symbols[0::2] if first == 0 else symbols[1::2], coder)
+    b = encode_ints(symbols[1::2] if first == 0 else symbols[0::2], coder)
+    v = lengths[esc] - 1
+    offsets = np.concatenate(([0], np.cumsum(nbits)))
+    raw = np.zeros(int(offsets[-1]), dtype=np.uint8)
+    for j in range(int(nbits.max(initial=0))):
+        live = nbits > j
+        raw[offsets[:-1][live] + j] = (v[live] >> (nbits[live] - 1 - j)) & 1
+    head = bytes([_BITS_RUNS, first]) + _uvarint(lengths.shape[0])
+    return head + _uvarint(len(a)) + a + _uvarint(len(b)) + b + np.packbits(raw).tobytes()
+
+
+def _decode_runs(reader: _Reader, count: int, coder: EntropyCoder) -> np.ndarray:
+    first = reader.u8()
+    n_runs = reader.uvarint(count)
+    if first > 1 or n_runs < 1:
+        raise reader.fail(f"invalid run header (first={first}, runs={n_runs})")
+    n_first, n_second = (n_runs + 1) // 2, n_runs // 2
+    n_false, n_true = (n_first, n_second) if first == 0 else (n_second, n_first)
+    a = decode_ints(reader.take(reader.uvarint(len(reader.data))), n_false, coder)
+    b = decode_ints(reader.take(reader.uvarint(len(reader.data))), n_true, coder)
+    symbols = np.empty(n_runs, dtype=np.int64)
+    symbols[0::2], symbols[1::2] = (a, b) if first == 0 else (b, a)
+    del a, b
+    if symbols.min() < 0 or symbols.max() > _RUN_MAX_SYMBOL:
+        raise reader.fail("run symbol out of range")
+    esc = np.flatnonzero(symbols >= _RUN_DIRECT)
+    nbits = symbols[esc] - _RUN_DIRECT + 6
+    offsets = np.concatenate(([0], np.cumsum(nbits)))
+    packed = reader.rest()
+    if len(packed) != (int(offsets[-1]) + 7) // 8:
+        expected = (int(offsets[-1]) + 7) // 8
+        raise reader.fail(f"expected {expected} bytes of run bits, found {len(packed)}")
+    raw = np.unpackbits(np.frombuffer(packed, dtype=np.uint8))
+    values = symbols
+    high = np.ones(esc.shape[0], dtype=np.int64)
+    for j in range(int(nbits.max(initial=0))):
+        live = nbits > j
+        high[live] = high[live] * 2 + raw[offsets[:-1][live] + j]
+    values[esc] = high
+    lengths = values + 1
+    if int(lengths.sum()) != count:
+        raise reader.fail(f"runs cover {int(lengths.sum())} bits, expected {count}")
+    run_values = np.zeros(n_runs, dtype=bool)
+    run_values[0::2] = bool(first)
+    run_values[1::2] = not first
+    return np.repeat(run_values, lengths)
+
+
+def encode_bits(bits: np.ndarray, coder: EntropyCoder) -> bytes:
+    """Self-contained stream for a 1-D bool array (a mask map).
+
+    Tries an order-0 model (one 16-bit integer probability) and a run-length model (run lengths
+    coded as ints streams, which captures clustered or block-structured masks) and keeps the
+    shorter, so it never costs more than order-0 plus the mode byte. All-false / all-true costs
+    two bytes.
+    """
+    bits = np.asarray(bits)
+    if bits.ndim != 1 or bits.dtype != np.bool_:
+        raise ConfigError(f"encode_bits wants a 1-D bool array, got {bits.dtype} {bits.shape}")
+    if bits.shape[0] > MAX_COUNT:
+        raise ConfigError(f"encode_bits codes at most {MAX_COUNT} bits, got {bits.shape[0]}")
+    n, ones = bits.shape[0], int(np.count_nonzero(bits))
+    if ones in (0, n):
+        return bytes([_BITS_CONST, int(ones > 0)])
+    f1 = min(max((2 * ones * TOTAL_FREQ + n) // (2 * n), 1), TOTAL_FREQ - 1)
+    freqs = np.array([TOTAL_FREQ - f1, f1], dtype=np.int64)
+    order0 = bytes([_BITS_ORDER0]) + _uvarint(f1) + coder.encode(bits.view(np.uint8), freqs)
+    runs = _encode_runs(bits, coder)
+    return runs if len(runs) < len(order0) else order0
+
+
+def decode_bits(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
+    """Inverse of encode_bits: a bool array of length `count`."""
+    count = _check_count(count, "bits stream")
+    reader = _Reader(data, "bits stream")
+    mode = reader.u8()
+    if mode == _BITS_CONST:
+        value = reader.u8()
+        reader.end()
+        if value > 1:
+            raise reader.fail(f"constant bit must be 0 or 1, found {value}")
+        return np.full(count, bool(value), dtype=bool)
+    if mode == _BITS_ORDER0:
+        f1 = reader.uvarint(TOTAL_FREQ - 1)
+        if f1 < 1:
+            raise reader.fail("probability of a set bit must be >= 1/65536")
+        freqs = np.array([TOTAL_FREQ - f1, f1], dtype=np.int64)
+        return coder.decode(reader.rest(), freqs, count).astype(bool)
+    if mode == _BITS_RUNS:
+        return _decode_runs(reader, count, coder)
+    raise ArchiveError(f"bits stream: unknown mode {mode} (expected 0, 1 or 2)")
+
+
+# ---------------------------------------------------------------------------- floats streams
+
+
+def encode_floats(values: np.ndarray) -> bytes:
+    """Float32 values stored bit-exactly: mode byte, then raw little-endian float32 or its zstd."""
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype != np.float32:
+        raise ConfigError(f"encode_floats wants 1-D float32, got {values.dtype}{values.shape}")
+    raw = values.astype("<f4").tobytes()
+    packed = _zstd_compress(raw)
+    if len(packed) < len(raw):
+        return bytes([_FLOAT_ZSTD]) + packed
+    return bytes([_FLOAT_RAW]) + raw
+
+
+def decode_floats(data: bytes, count: int) -> np.ndarray:
+    """Inverse of encode_floats: the identical float32 bits, length `count`."""
+    count = _check_count(count, "floats stream")
+    reader = _Reader(data, "floats stream")
+    mode = reader.u8()
+    if mode == _FLOAT_RAW:
+        raw = reader.rest()
+        if len(raw) != 4 * count:
+            raise ArchiveError(f"floats stream: expected {4 * count} bytes, found {len(raw)}")
+    elif mode == _FLOAT_ZSTD:
+        raw = _zstd_decompress(reader.rest(), 4 * count, "floats stream")
+    else:
+        raise ArchiveError(f"floats stream: unknown mode {mode} (expected 0 or 1)")
+    return np.frombuffer(raw, "<f4").astype(np.float32)
