@@ -519,6 +519,17 @@ def decode_ints(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
     return (symbols + np.int32(lo)).astype(np.int32) if lo else symbols
 
 
+def ints_side_bytes(data: bytes) -> int:
+    """Bytes of an ints stream before its coder payload: the side information (mode byte, offset,
+    alphabet size, histogram). The whole stream for constant and raw streams."""
+    reader = _Reader(data, "ints stream")
+    if reader.u8() != _INT_CODED:
+        return len(data)
+    reader.uvarint(2**32)
+    _histogram_from_bytes(reader, reader.uvarint(MAX_ALPHABET))
+    return reader.pos
+
+
 # ---------------------------------------------------------------------------- bits streams
 
 
