@@ -52,9 +52,9 @@ ENCODERS = {
 
 # CRF sweeps chosen to span the rates a CPU-sized pfnr network reaches (~0.05 to ~1 bpp).
 CRF_SWEEPS = {
-    "x264": {"full": [16, 20, 24, 28, 32, 36, 40], "quick": [20, 28, 36]},
-    "x265": {"full": [16, 20, 24, 28, 32, 36, 40], "quick": [20, 28, 36]},
-    "svtav1": {"full": [20, 28, 36, 44, 52, 60], "quick": [28, 44, 60]},
+    "x264": {"full": [12, 16, 20, 24, 28, 32, 36, 40], "quick": [12, 20, 28, 36]},
+    "x265": {"full": [12, 16, 20, 24, 28, 32, 36, 40], "quick": [12, 20, 28, 36]},
+    "svtav1": {"full": [12, 20, 28, 36, 44, 52, 60], "quick": [20, 32, 44, 56]},
 }
 # SVT-AV1 has numbered presets (0 slowest .. 13 fastest); 8 and 4 stand in for medium/veryslow.
 PRESETS = {
