@@ -1,0 +1,239 @@
+"""Entropy streams: exact round trips, cost against entropy, exact models, garbage, memory."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from pfnr_codec import entropy
+from pfnr_codec.entropy import (
+    CODERS,
+    DEFAULT_CODER,
+    decode_bits,
+    decode_floats,
+    decode_ints,
+    encode_bits,
+    encode_floats,
+    encode_ints,
+    get_coder,
+    ints_side_bytes,
+)
+from pfnr_codec.errors import ArchiveError, ConfigError
+
+CONSTRICTION = get_coder("constriction")
+
+
+def _codes(seed: int, bits: int, n: int) -> np.ndarray:
+    """Laplacian-shaped b-bit codes, like quantized weights."""
+    rng = np.random.default_rng(seed)
+    qmax = 2 ** (bits - 1) - 1
+    return np.clip(np.rint(rng.laplace(0, qmax / 5 + 0.3, n)), -qmax, qmax).astype(np.int32)
+
+
+def _h2(p: float) -> float:
+    return float(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+
+
+def test_coder_names() -> None:
+    assert DEFAULT_CODER in CODERS
+    for name in CODERS:
+        assert get_coder(name).name == name
+    with pytest.raises(ConfigError, match="constriction, torchac"):
+        get_coder("huffman")
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_ints_round_trip_every_bit_width(bits: int) -> None:
+    codes = _codes(bits, bits, 5000)
+    data = encode_ints(codes, CONSTRICTION)
+    out = decode_ints(data, codes.size, CONSTRICTION)
+    assert out.dtype == np.int32 and np.array_equal(out, codes)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.zeros(0, np.int32),
+        np.full(17, -3, np.int64),
+        np.array([0, 1], np.int16),
+        np.random.default_rng(1).integers(0, 256, 4000).astype(np.uint8),  # pixels
+        np.array([-(2**31), 2**31 - 1, 5, 5], np.int64),  # range too wide: raw mode
+    ],
+)
+def test_ints_round_trip_edge_cases(values: np.ndarray) -> None:
+    out = decode_ints(encode_ints(values, CONSTRICTION), values.size, CONSTRICTION)
+    assert out.dtype == np.int32 and np.array_equal(out, values.astype(np.int64))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.3, 0.5, 0.7, 0.9])
+def test_bits_round_trip_and_cost(p: float) -> None:
+    rng = np.random.default_rng(int(p * 100))
+    mask = rng.random(20_000) < p
+    data = encode_bits(mask, CONSTRICTION)
+    out = decode_bits(data, mask.size, CONSTRICTION)
+    assert out.dtype == np.bool_ and np.array_equal(out, mask)
+    measured = mask.mean()
+    assert 8 * len(data) <= 1.02 * mask.size * _h2(measured) + 8 * 6
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_constant_masks_cost_nothing(value: bool) -> None:
+    mask = np.full(100_000, value)
+    data = encode_bits(mask, CONSTRICTION)
+    assert len(data) <= 2
+    assert np.array_equal(decode_bits(data, mask.size, CONSTRICTION), mask)
+    assert decode_bits(encode_bits(mask[:0], CONSTRICTION), 0, CONSTRICTION).shape == (0,)
+
+
+def test_structured_masks_beat_order0() -> None:
+    """One decision per 3x3 kernel, or clustered runs: the run-length model must pay off."""
+    rng = np.random.default_rng(5)
+    per_kernel = np.repeat(rng.random(4000) < 0.3, 9)
+    clustered = np.repeat(rng.random(800) < 0.2, rng.integers(20, 200, 800))
+    for mask in (per_kernel, clustered):
+        data = encode_bits(mask, CONSTRICTION)
+        assert np.array_equal(decode_bits(data, mask.size, CONSTRICTION), mask)
+        order0_bits = mask.size * _h2(mask.mean())
+        assert 8 * len(data) < 0.5 * order0_bits
+
+
+def test_sparse_mask_near_entropy() -> None:
+    mask = np.zeros(200_000, bool)
+    mask[np.random.default_rng(2).choice(mask.size, 40, replace=False)] = True
+    data = encode_bits(mask, CONSTRICTION)
+    assert np.array_equal(decode_bits(data, mask.size, CONSTRICTION), mask)
+    assert 8 * len(data) <= 1.02 * mask.size * _h2(mask.mean()) + 8 * 8
+
+
+@pytest.mark.parametrize("bits", [2, 4, 6, 8])
+def test_ints_cost_within_1pct_of_entropy_plus_side_info(bits: int) -> None:
+    """Side information counted: mode byte, offset, alphabet size and the histogram."""
+    codes = _codes(10 + bits, bits, 50_000)
+    data = encode_ints(codes, CONSTRICTION)
+    _, counts = np.unique(codes, return_counts=True)
+    entropy_bits = float(-(counts * np.log2(counts / codes.size)).sum())
+    side = ints_side_bytes(data)
+    assert 8 * (len(data) - side) <= 1.01 * entropy_bits + 64  # + ANS final state
+    assert side <= 4 + 2 * (2**bits)  # the histogram stays small
+
+
+def test_constriction_reproduces_the_integer_model_exactly() -> None:
+    """Decode at both edges of every coding interval: the 24-bit table must be the exact formula
+    floor(C_i * (2**24 - n) / 2**16) + i that the module docstring relies on."""
+    ans = pytest.importorskip("constriction").stream.stack.AnsCoder
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 17, 255):
+        counts = rng.integers(1, 1000, n) ** 2
+        freqs = entropy.normalize_counts(counts, 1 << 16)
+        model = CONSTRICTION._model(freqs)
+        left = np.concatenate(([0], np.cumsum(freqs)[:-1]))
+        cdf = list(left * (2**24 - n) // 2**16 + np.arange(n)) + [2**24]
+        for i in range(n):
+            for quantile in (cdf[i], cdf[i + 1] - 1):
+                coder = ans(np.array([quantile, 1], dtype=np.uint32))
+                assert coder.decode(model) == i
+
+
+def test_floats_bit_exact() -> None:
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, 3.4e38], np.float32)
+    nan = np.array([0x7FC00001, 0xFFA12345], np.uint32).view(np.float32)  # NaN payloads
+    noise = np.random.default_rng(0).standard_normal(300).astype(np.float32)
+    for values in (np.concatenate([specials, nan, noise]), np.zeros(1000, np.float32), noise[:0]):
+        data = encode_floats(values)
+        out = decode_floats(data, values.size)
+        assert out.dtype == np.float32
+        assert np.array_equal(out.view(np.uint32), values.view(np.uint32))
+    assert len(encode_floats(np.zeros(1000, np.float32))) < 100  # zstd where it helps
+    with pytest.raises(ConfigError):
+        encode_floats(noise.astype(np.float64))
+
+
+def test_garbage_and_truncation_raise_archive_error_only() -> None:
+    rng = np.random.default_rng(7)
+    mask = rng.random(3000) < 0.3
+    codes = _codes(0, 8, 3000)
+    good = [
+        (encode_ints(codes, CONSTRICTION), decode_ints, codes.size),
+        (encode_bits(mask, CONSTRICTION), decode_bits, mask.size),
+        (encode_bits(np.repeat(mask[:300], 10), CONSTRICTION), decode_bits, mask.size),
+    ]
+    samples = []
+    for _, fn, count in good:
+        samples += [(rng.bytes(n), fn, count) for n in (0, 1, 3, 8, 50, 400)]
+    for data, fn, count in good:
+        samples += [(data[:cut], fn, count) for cut in range(0, len(data), 7)]
+        flips = rng.integers(0, len(data), 40)
+        samples += [(data[:i] + bytes([data[i] ^ 0x55]) + data[i + 1 :], fn, count) for i in flips]
+    samples += [(bytes([1]) + rng.bytes(30), decode_floats, 9)]
+    for data, fn, count in samples:
+        args = (data, count) if fn is decode_floats else (data, count, CONSTRICTION)
+        try:
+            out = fn(*args)
+        except ArchiveError:
+            continue
+        assert out.shape == (count,)  # garbage that parses must still honour the count
+    with pytest.raises(ArchiveError):
+        decode_ints(encode_ints(codes, CONSTRICTION), 1 << 40, CONSTRICTION)
+
+
+def test_torchac_round_trip_and_silent_import() -> None:
+    """torchac compiles on first import and prints; a fresh process must print nothing."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        from pfnr_codec.entropy import *
+        coder = get_coder("torchac")
+        rng = np.random.default_rng(0)
+        codes = np.clip(np.rint(rng.laplace(0, 6, 70000)), -31, 31).astype(np.int32)
+        mask = rng.random(5000) < 0.3
+        assert np.array_equal(decode_ints(encode_ints(codes, coder), codes.size, coder), codes)
+        assert np.array_equal(decode_bits(encode_bits(mask, coder), mask.size, coder), mask)
+        a, b = encode_ints(codes, coder), encode_ints(codes, get_coder("constriction"))
+        assert abs(len(a) - len(b)) < 0.01 * len(b), (len(a), len(b))
+        try:
+            decode_ints(a[:-40] + bytes(40), codes.size, coder)
+        except ArchiveError:
+            pass
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == ""
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+import numpy as np
+from pfnr_codec.entropy import *
+coder = get_coder(sys.argv[1])
+rng = np.random.default_rng(0)
+n = 10_000_000
+codes = np.empty(n, np.int32)
+for s in range(0, n, 1_000_000):
+    codes[s:s + 1_000_000] = np.clip(np.rint(rng.laplace(0, 20, 1_000_000)), -127, 127)
+mask = np.empty(n, bool)
+for s in range(0, n, 1_000_000):
+    mask[s:s + 1_000_000] = rng.random(1_000_000) < 0.3
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+a = encode_ints(codes, coder)
+assert np.array_equal(decode_ints(a, n, coder), codes)
+del a
+b = encode_bits(mask, coder)
+assert np.array_equal(decode_bits(b, n, coder), mask)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+def test_ten_million_symbols_memory() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, DEFAULT_CODER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) <= 300  # MB of peak growth while coding 10M codes and 10M mask bits
