@@ -257,13 +257,16 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
 def read_archive(path: Path) -> ArchiveContents:
     """Read and fully validate the archive at `path`."""
     path = Path(path)
+    return archive_from_bytes(_read_file(path), str(path))
+
+
+def _read_file(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ArchiveError(f"archive {path} does not exist") from None
     except OSError as exc:
         raise ArchiveError(f"cannot read archive {path}: {exc.strerror or exc}") from None
-    return archive_from_bytes(data, str(path))
 
 
 def session_stream_bytes(session: SessionChunk) -> dict[str, int]:
@@ -343,7 +346,7 @@ def append_session(
         sessions = 0
         body = MAGIC + bytes(FORMAT_VERSION) + _chunk(CHUNK_HEADER, head)
     else:
-        data = path.read_bytes()
+        data = _read_file(path)
         old = archive_from_bytes(data, str(path))
         if len(old.sessions) != expected_sessions:
             raise ArchiveError(
