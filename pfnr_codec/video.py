@@ -436,7 +436,8 @@ def _encode_stream(
     options: dict[str, str],
 ) -> None:  # fmt: skip
     """Encode RGB frames with PyAV; YUV output is converted and tagged as BT.601 limited range."""
-    with av.open(str(tmp), mode="w", format=fmt) as container:
+    # bitexact: no random segment ids or dates in the container, so FFV1/.mkv bytes repeat.
+    with av.open(str(tmp), mode="w", format=fmt, options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(codec, rate=_rate(fps))
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         stream.options = options
