@@ -275,3 +275,13 @@ def test_tensor_round_trip(clip: np.ndarray) -> None:
     assert np.array_equal(tensor_to_frames(x + 0.4 / 255), clip)  # rounds to nearest level
     wild = tensor_to_frames(torch.tensor([-0.5, 1.5]).view(1, 1, 1, 2).expand(1, 3, 1, 2))
     assert wild[0, 0, :, 0].tolist() == [0, 255]
+
+
+def test_shipped_samples() -> None:
+    samples = Path(__file__).resolve().parent.parent / "samples"
+    for name, (h, w) in {"bunny.mp4": (180, 320), "bikes.mp4": (136, 320)}.items():
+        frames, info = read_video(samples / name)
+        assert frames.shape == (24, h, w, 3)
+        assert (info.fps, info.codec) == (25.0, "h264")
+        assert (samples / name).stat().st_size < 500_000
+        assert 10 < frames.mean() < 245 and frames.std() > 10  # real pictures, not blank
