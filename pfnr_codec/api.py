@@ -1,0 +1,345 @@
+"""What the CLI and the benchmarks call: encode a video as a session, decode a session, inspect.
+
+Every function takes paths and plain options, raises `PfnrError` subclasses on bad input and returns
+dataclasses that turn into JSON with `to_dict()`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .archive import load_archive, new_header, session_frames
+from .bitstream import pack_session, stream_category
+from .config import get_preset, scaled_preset
+from .container import FORMAT_VERSION, SessionChunk, append_session, archive_lock
+from .entropy import DEFAULT_CODER, get_coder
+from .errors import ConfigError, InputError
+from .metrics import bpp, ms_ssim, psnr
+from .model import PFNR
+from .render import render_frames, resolve_device, session_weights
+from .train import Progress, TrainSettings, fit_session
+from .video import frames_to_tensor, read_video, resize_frames
+
+SEED_STRIDE = 1_000_003  # session k of seed s trains from seed s * SEED_STRIDE + k
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How to encode one video. `preset`, `coder` and `width_scale` apply to new archives only."""
+
+    preset: str | None = None
+    capacity: float | None = None
+    bits: int | None = None
+    epochs: int | None = None
+    minutes: float | None = None
+    frames: tuple[int, int | None] | None = None
+    name: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    coder: str | None = None
+    qat_epochs: int = 0
+    learning_rate: float | None = None
+    width_scale: float = 1.0
+    lock_wait: float = 0.0
+
+
+@dataclass
+class SessionReport:
+    """One session as `encode` and `info` report it."""
+
+    session: int
+    name: str
+    source: str
+    frames: int
+    fps: float
+    psnr: float | None
+    ms_ssim: float | None
+    bytes: int
+    bpp: float
+    capacity: float
+    bits: int
+    new_weights: int
+    reused_share: float
+    encode_seconds: float | None
+    epochs: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DecodeResult:
+    """Frames of one session plus the figures `decode` prints."""
+
+    session: int
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    fps: float
+    bytes: int
+    bpp: float  # session bits / (N_s * H * W) at the working size
+    seconds: float
+    frames_per_second: float
+    matches_encode: bool | None  # decoded bytes equal the ones fingerprinted at encode time
+    psnr: float | None = None
+    ms_ssim: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("frames")
+        out["shape"] = list(self.frames.shape)
+        return out
+
+
+@dataclass
+class ArchiveInfo:
+    """What `pfnr info` shows."""
+
+    path: str
+    format_version: str
+    tool_version: str
+    preset: str
+    coder: str
+    working_size: list[int]
+    model_weights: int
+    sessions: list[SessionReport]
+    file_bytes: int
+    breakdown: dict[str, int]
+    bpp: float  # file bits / all sessions' pixels at the working size
+    free_share: dict[str, float] = field(default_factory=dict)  # per shared tensor
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sessions"] = [s.to_dict() for s in self.sessions]
+        return out
+
+
+def fingerprint(frames: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
+
+
+def _settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
+    preset = get_preset(preset_name)
+    return TrainSettings(
+        capacity=preset.capacity if options.capacity is None else options.capacity,
+        bits=preset.bits if options.bits is None else options.bits,
+        epochs=preset.epochs if options.epochs is None else options.epochs,
+        minutes=options.minutes,
+        learning_rate=options.learning_rate or preset.learning_rate,
+        batch_size=preset.batch_size,
+        qat_epochs=options.qat_epochs,
+        seed=options.seed,
+    )
+
+
+def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
+    if option is not None and option != stored:
+        raise ConfigError(
+            f"{path} was created with {what} {stored!r}; {what} {option!r} applies to new archives only"
+        )
+
+
+def _open_or_create(
+    archive: Path, options: EncodeOptions, height: int, width: int, device: torch.device
+) -> tuple[dict[str, Any], PFNR, int, str]:
+    """(header, model with all sessions replayed, sessions so far, preset name)."""
+    if archive.exists():
+        loaded = load_archive(archive, device)
+        preset_name = str(loaded.header.get("preset", "cpu"))
+        _check_same(options.preset, preset_name, "preset", archive)
+        _check_same(options.coder, loaded.header["coder"], "coder", archive)
+        return loaded.header, loaded.model, loaded.session_count, preset_name
+    preset_name = options.preset or "cpu"
+    preset = scaled_preset(get_preset(preset_name), options.width_scale)
+    config = preset.model_config(height, width)
+    coder = options.coder or DEFAULT_CODER
+    get_coder(coder)
+    return new_header(preset_name, config, coder), PFNR(config).to(device), 0, preset_name
+
+
+def encode_video(
+    archive: Path,
+    video: Path,
+    options: EncodeOptions,
+    progress: Callable[[Progress], None] | None = None,
+) -> SessionReport:
+    """Fit `video` as the next session of `archive` (created if missing) and append it atomically."""
+    frames, info = read_video(video, options.frames)
+    device = resolve_device(options.device)
+    start = time.monotonic()
+    with archive_lock(archive, wait=options.lock_wait):
+        header, model, count, preset_name = _open_or_create(
+            archive, options, info.height, info.width, device
+        )
+        settings = _settings(options, preset_name)
+        config = model.config
+        targets = resize_frames(frames, config.height, config.width)
+        target_tensor = frames_to_tensor(targets).to(device)
+        fit = fit_session(
+            model, target_tensor, settings, options.seed * SEED_STRIDE + count + 1, progress
+        )
+        masks = {name: t.mask for name, t in fit.tensors.items()}
+        weights = session_weights(model, masks)
+        decoded = render_frames(model, weights, fit.head, len(targets))
+        exact = render_frames(model, weights, fit.head, len(targets), exact=True)
+        layers = model.masked_weights()
+        active = sum(int(t.mask.sum()) * layers[n].expand for n, t in fit.tensors.items())
+        reused = sum(
+            int((t.mask & t.used_before).sum()) * layers[n].expand for n, t in fit.tensors.items()
+        )
+        start_frame = options.frames[0] if options.frames else 0
+        meta = {
+            "name": options.name or video.stem,
+            "source": video.name,
+            "source_frames": [start_frame, start_frame + len(targets)],
+            "frames": len(targets),
+            "fps": info.fps,
+            "original_size": [info.height, info.width],
+            "capacity": settings.capacity,
+            "bits": settings.bits,
+            "psnr": psnr(decoded, targets),
+            "ms_ssim": ms_ssim(decoded, targets),
+            "psnr_float": fit.psnr_float,
+            "epochs": fit.epochs,
+            "recoveries": fit.recoveries,
+            "seed": options.seed,
+            "new_weights": sum(int(t.codes.size) for t in fit.tensors.values()),
+            "active_weights": active,
+            "reused_weights": reused,
+            "sha256": fingerprint(decoded),
+            "sha256_exact": fingerprint(exact),
+            "device": device.type,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        streams = pack_session(fit, get_coder(header["coder"]))
+        meta["encode_seconds"] = round(time.monotonic() - start, 3)
+        contents = append_session(archive, header, SessionChunk(meta, streams), count)
+    return _session_report(
+        count + 1, contents.sessions[count], contents.session_bytes[count], config
+    )
+
+
+def _session_report(number: int, chunk: SessionChunk, size: int, config: Any) -> SessionReport:
+    meta = chunk.meta
+    frames = int(meta.get("frames", 0))
+    active = max(1, int(meta.get("active_weights", 0)))
+    return SessionReport(
+        session=number,
+        name=str(meta.get("name", "")),
+        source=str(meta.get("source", "")),
+        frames=frames,
+        fps=float(meta.get("fps", 0.0)),
+        psnr=meta.get("psnr"),
+        ms_ssim=meta.get("ms_ssim"),
+        bytes=size,
+        bpp=bpp(size, frames, config.height, config.width) if frames else 0.0,
+        capacity=float(meta.get("capacity", 0.0)),
+        bits=int(meta.get("bits", 0)),
+        new_weights=int(meta.get("new_weights", 0)),
+        reused_share=int(meta.get("reused_weights", 0)) / active,
+        encode_seconds=meta.get("encode_seconds"),
+        epochs=meta.get("epochs"),
+    )
+
+
+def _reference_frames(
+    reference: Path, meta: dict[str, Any], start: int, end: int, height: int, width: int
+) -> np.ndarray:
+    """The source frames a decoded range corresponds to, at the decoded size."""
+    offset = int(meta.get("source_frames", [0])[0])
+    frames, _ = read_video(reference, (offset + start, offset + end))
+    return resize_frames(frames, height, width)
+
+
+def decode_session(
+    archive: Path,
+    session: int,
+    *,
+    frames: tuple[int, int | None] | None = None,
+    size: str = "original",
+    exact: bool = False,
+    device: str = "auto",
+    reference: Path | None = None,
+) -> DecodeResult:
+    """Frames of session `session` (1-based), at the working or the original size."""
+    if size not in ("original", "working"):
+        raise ConfigError(f"size must be 'original' or 'working', got {size!r}")
+    loaded = load_archive(archive, resolve_device(device), upto=session)
+    config = loaded.config
+    chunk = loaded.session(session)
+    total = session_frames(chunk, session, archive)
+    start, end = frames if frames else (0, None)
+    end = total if end is None else end
+    if not 0 <= start < end <= total:
+        raise InputError(f"frames {start}:{end} outside session {session} ({total} frames)")
+    began = time.perf_counter()
+    out = render_frames(
+        loaded.model,
+        session_weights(loaded.model, loaded.masks[session - 1]),
+        loaded.heads[session - 1],
+        total,
+        start,
+        end,
+        exact,
+    )
+    seconds = time.perf_counter() - began
+    matches = None
+    if (start, end) == (0, total):
+        matches = fingerprint(out) == chunk.meta.get("sha256_exact" if exact else "sha256")
+    if size == "original":
+        height, width = chunk.meta.get("original_size", [config.height, config.width])
+        out = resize_frames(out, int(height), int(width))
+    size_bytes = loaded.contents.session_bytes[session - 1]
+    result = DecodeResult(
+        session=session,
+        frames=out,
+        fps=float(chunk.meta.get("fps", 25.0)),
+        bytes=size_bytes,
+        bpp=bpp(size_bytes, total, config.height, config.width),
+        seconds=seconds,
+        frames_per_second=(end - start) / max(seconds, 1e-9),
+        matches_encode=matches,
+    )
+    if reference is not None:
+        ref = _reference_frames(reference, chunk.meta, start, end, out.shape[1], out.shape[2])
+        result.psnr, result.ms_ssim = psnr(out, ref), ms_ssim(out, ref)
+    return result
+
+
+def inspect_archive(archive: Path) -> ArchiveInfo:
+    """Everything `pfnr info` shows, from the file alone."""
+    loaded = load_archive(archive, torch.device("cpu"))
+    contents, config = loaded.contents, loaded.config
+    sessions = [
+        _session_report(i + 1, chunk, contents.session_bytes[i], config)
+        for i, chunk in enumerate(contents.sessions)
+    ]
+    breakdown = {"header": contents.header_bytes, "weights": 0, "masks": 0, "scales": 0, "heads": 0}
+    for chunk, size in zip(contents.sessions, contents.session_bytes, strict=True):
+        streams = sum(len(v) for v in chunk.streams.values())
+        breakdown["session_meta"] = breakdown.get("session_meta", 0) + size - streams
+        for name, data in chunk.streams.items():
+            category = stream_category(name)
+            breakdown[category] = breakdown.get(category, 0) + len(data)
+    layers = loaded.model.masked_weights()
+    pixels = sum(s.frames for s in sessions) * config.height * config.width
+    return ArchiveInfo(
+        path=str(archive),
+        format_version=".".join(map(str, FORMAT_VERSION)),
+        tool_version=str(contents.header.get("tool_version", "")),
+        preset=str(contents.header.get("preset", "")),
+        coder=loaded.header["coder"],
+        working_size=[config.height, config.width],
+        model_weights=sum(mw.weight.numel() for mw in layers.values()),
+        sessions=sessions,
+        file_bytes=contents.file_bytes,
+        breakdown=breakdown,
+        bpp=contents.file_bytes * 8 / pixels if pixels else 0.0,
+        free_share={n: 1.0 - float(mw.used.float().mean()) for n, mw in layers.items()},
+    )

@@ -1,0 +1,115 @@
+"""An archive file brought back to life: the shared network with every stored session replayed.
+
+`load_archive` reads the container, checks the header, builds the network from the model config in the
+header and replays sessions in order (each one freezes its weights exactly as it did when encoded). The
+header keys live here, next to the code that writes and checks them; docs/FORMAT.md lists them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import __version__
+from .bitstream import unpack_session
+from .config import ModelConfig
+from .container import ArchiveContents, SessionChunk, read_archive
+from .entropy import CODERS, EntropyCoder, get_coder
+from .errors import ArchiveError, UsageError
+from .model import PFNR, Head
+
+MAX_SESSIONS = 10_000
+
+
+def new_header(preset: str, config: ModelConfig, coder: str) -> dict[str, Any]:
+    """Header of a new archive: everything decoding needs, plus provenance."""
+    return {
+        "tool": "pfnr",
+        "tool_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "preset": preset,
+        "model": config.to_dict(),
+        "coder": coder,
+        "working_size": [config.height, config.width],
+    }
+
+
+def parse_header(header: dict[str, Any], path: Path) -> tuple[ModelConfig, str]:
+    """Model config and coder name from an untrusted header."""
+    if header.get("tool") != "pfnr":
+        raise ArchiveError(f"{path}: header does not describe a pfnr archive")
+    try:
+        config = ModelConfig.from_dict(header["model"])
+        coder = header["coder"]
+    except KeyError as exc:
+        raise ArchiveError(f"{path}: header lacks the key {exc}") from None
+    except ArchiveError as exc:
+        raise ArchiveError(f"{path}: {exc}") from None
+    if coder not in CODERS:
+        raise ArchiveError(f"{path}: header names unknown entropy coder {coder!r}")
+    return config, coder
+
+
+def session_frames(session: SessionChunk, index: int, path: Path) -> int:
+    """The session's frame count, checked (it sizes decoding)."""
+    frames = session.meta.get("frames")
+    if not isinstance(frames, int) or not 1 <= frames <= 10_000_000:
+        raise ArchiveError(f"{path}: session {index} has an invalid frame count {frames!r}")
+    return frames
+
+
+@dataclass
+class LoadedArchive:
+    """The network of an archive with sessions 1..len(masks) replayed."""
+
+    path: Path
+    contents: ArchiveContents
+    config: ModelConfig
+    coder: EntropyCoder
+    model: PFNR
+    masks: list[dict[str, Tensor]] = field(default_factory=list)
+    heads: list[Head] = field(default_factory=list)
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return self.contents.header
+
+    @property
+    def session_count(self) -> int:
+        return len(self.contents.sessions)
+
+    def session(self, number: int) -> SessionChunk:
+        """Session by its 1-based number, as users count them."""
+        if not 1 <= number <= self.session_count:
+            raise UsageError(
+                f"{self.path} has no session {number}; it holds sessions 1..{self.session_count}"
+                if self.session_count
+                else f"{self.path} holds no sessions yet"
+            )
+        return self.contents.sessions[number - 1]
+
+
+def load_archive(path: Path, device: torch.device, upto: int | None = None) -> LoadedArchive:
+    """Read `path` and replay its sessions 1..upto (all by default)."""
+    contents = read_archive(path)
+    if len(contents.sessions) > MAX_SESSIONS:
+        raise ArchiveError(
+            f"{path}: {len(contents.sessions)} sessions exceed the limit {MAX_SESSIONS}"
+        )
+    config, coder_name = parse_header(contents.header, path)
+    model = PFNR(config).to(device)
+    loaded = LoadedArchive(path, contents, config, get_coder(coder_name), model)
+    count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
+    for i in range(count):
+        try:
+            masks, head = unpack_session(contents.sessions[i].streams, model, loaded.coder)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{path}: session {i + 1}: {exc}") from None
+        loaded.masks.append(masks)
+        loaded.heads.append(head)
+    return loaded

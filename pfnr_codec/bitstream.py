@@ -1,0 +1,100 @@
+"""A session's share of the network as named byte streams, and back.
+
+Per shared tensor a session stores four streams:
+- `<tensor>/reuse`: its mask over the positions earlier sessions already use (bits);
+- `<tensor>/claim`: its mask over the free positions (bits);
+- `<tensor>/codes`: the quantized values of the weights it newly claims, row-major (ints);
+- `<tensor>/scales`: one float32 scale per quantization group;
+plus `head/weight` and `head/bias` (float32). Every count is implied by what the decoder already holds
+(the union of earlier masks, this session's mask), so no stream stores its own length of symbols.
+Unpacking replays the session into the model: the same dequantized values are frozen at the same
+positions as when it was encoded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .entropy import (
+    EntropyCoder,
+    decode_bits,
+    decode_floats,
+    decode_ints,
+    encode_bits,
+    encode_floats,
+    encode_ints,
+)
+from .errors import ArchiveError, PfnrError
+from .model import PFNR, Head
+from .quant import dequantize
+from .train import SessionFit
+
+STREAM_KINDS = ("reuse", "claim", "codes", "scales")
+
+
+def stream_category(name: str) -> str:
+    """Which part of the byte breakdown a stream belongs to."""
+    kind = name.rsplit("/", 1)[-1]
+    if name.startswith("head/"):
+        return "heads"
+    return {"reuse": "masks", "claim": "masks", "codes": "weights", "scales": "scales"}.get(
+        kind, "other"
+    )
+
+
+def pack_session(fit: SessionFit, coder: EntropyCoder) -> dict[str, bytes]:
+    """Streams for a freshly fitted session."""
+    streams: dict[str, bytes] = {}
+    for name, t in fit.tensors.items():
+        mask, used = t.mask.cpu().numpy(), t.used_before.cpu().numpy()
+        streams[f"{name}/reuse"] = encode_bits(mask[used], coder)
+        streams[f"{name}/claim"] = encode_bits(mask[~used], coder)
+        streams[f"{name}/codes"] = encode_ints(t.codes, coder)
+        streams[f"{name}/scales"] = encode_floats(t.scales)
+    head = fit.head.conv
+    streams["head/weight"] = encode_floats(head.weight.detach().cpu().numpy().ravel())
+    streams["head/bias"] = encode_floats(head.bias.detach().cpu().numpy().ravel())
+    return streams
+
+
+def _stream(streams: dict[str, bytes], name: str) -> bytes:
+    try:
+        return streams[name]
+    except KeyError:
+        raise ArchiveError(f"session is missing its stream {name!r}") from None
+
+
+def unpack_session(
+    streams: dict[str, bytes], model: PFNR, coder: EntropyCoder
+) -> tuple[dict[str, Tensor], Head]:
+    """Replay a stored session into `model` (freezing its weights); returns its masks and head."""
+    masks: dict[str, Tensor] = {}
+    try:
+        for name, mw in model.masked_weights().items():
+            used = mw.used.cpu().numpy()
+            mask = np.zeros(mw.mask_shape, dtype=bool)
+            mask[used] = decode_bits(_stream(streams, f"{name}/reuse"), int(used.sum()), coder)
+            mask[~used] = decode_bits(_stream(streams, f"{name}/claim"), int((~used).sum()), coder)
+            new = np.broadcast_to(mask & ~used, mw.shape)
+            codes = decode_ints(_stream(streams, f"{name}/codes"), int(new.sum()), coder)
+            scales = decode_floats(_stream(streams, f"{name}/scales"), mw.n_groups)
+            groups = mw.groups().numpy()[new]
+            full = np.zeros(mw.shape, dtype=np.float32)
+            full[new] = dequantize(codes, groups, scales)
+            mask_t = torch.from_numpy(mask).to(mw.used.device)
+            mw.freeze(mask_t, torch.from_numpy(full).to(mw.frozen.device))
+            masks[name] = mask_t
+        head = model.new_head().to(mw.frozen.device)
+        conv = head.conv
+        weight = decode_floats(_stream(streams, "head/weight"), conv.weight.numel())
+        bias = decode_floats(_stream(streams, "head/bias"), conv.bias.numel())
+    except PfnrError:
+        raise
+    except (ValueError, IndexError) as exc:
+        raise ArchiveError(f"session streams do not fit the archive's model: {exc}") from None
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(weight.copy()).view(conv.weight.shape))
+        conv.bias.copy_(torch.from_numpy(bias.copy()))
+    return masks, head

@@ -1,0 +1,205 @@
+"""Model configuration and presets.
+
+`ModelConfig` changes the bytes of an archive, so it travels in the archive header and decoding needs
+nothing else. `Preset` adds the defaults an encoder starts from (capacity, bits, training budget); the
+working size of an archive is derived from its first video's aspect ratio and the preset's pixel budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import ArchiveError, ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shared network of one archive. Output size = base grid x product of strides."""
+
+    base_height: int
+    base_width: int
+    strides: tuple[int, ...]
+    channels: tuple[int, ...]  # output channels of each upsampling block
+    base_channels: int  # channels of the stem's feature map (base_height x base_width)
+    stem_hidden: int
+    pe_levels: int = 40
+    pe_base: float = 1.25
+    fso_block: int | None = 1  # index of the f-NeRV block (None: plain NeRV)
+    fso_modes: tuple[int, int] = (4, 4)  # kept frequencies: rows of each sign, columns
+    fso_only: bool = False  # the f-NeRV block drops its conv+PixelShuffle branch
+
+    def __post_init__(self) -> None:
+        if len(self.strides) != len(self.channels) or not self.strides:
+            raise ConfigError(
+                f"model needs one channel count per stride, got strides {self.strides} "
+                f"and channels {self.channels}"
+            )
+        positive = [self.base_height, self.base_width, self.base_channels, self.stem_hidden]
+        positive += [*self.strides, *self.channels, self.pe_levels, *self.fso_modes]
+        if min(positive) < 1:
+            raise ConfigError(f"model sizes must be positive, got {self}")
+        if self.fso_block is not None and not 0 <= self.fso_block < len(self.strides):
+            raise ConfigError(f"fso_block {self.fso_block} is not one of the model's blocks")
+
+    @property
+    def upscale(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def height(self) -> int:
+        return self.base_height * self.upscale
+
+    @property
+    def width(self) -> int:
+        return self.base_width * self.upscale
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from an archive header's JSON, checking every key (the archive is untrusted)."""
+        known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict) or set(data) - known:
+            raise ArchiveError(f"model config has unknown keys: {sorted(set(data) - known)}")
+        try:
+            values = dict(data)
+            for key in ("strides", "channels", "fso_modes"):
+                values[key] = tuple(int(v) for v in values[key])
+            config = cls(**values)
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise ArchiveError(f"model config in header is invalid: {exc}") from None
+        if config.height * config.width > 8192 * 8192 or max(config.channels) > 4096:
+            raise ArchiveError(f"model config in header is implausibly large: {config}")
+        return config
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model family plus the encoder defaults that go with it."""
+
+    name: str
+    description: str
+    target_pixels: int  # working-size budget (height x width), never above the source's
+    strides: tuple[int, ...]
+    channels: tuple[int, ...]
+    base_channels: int
+    stem_hidden: int
+    pe_levels: int
+    fso_modes: tuple[int, int]
+    capacity: float
+    bits: int
+    epochs: int
+    learning_rate: float
+    batch_size: int
+
+    def model_config(self, height: int, width: int) -> ModelConfig:
+        """The model for a first video of `height` x `width` pixels."""
+        base_h, base_w = base_grid(self.target_pixels, self.upscale, height, width)
+        return ModelConfig(
+            base_height=base_h,
+            base_width=base_w,
+            strides=self.strides,
+            channels=self.channels,
+            base_channels=self.base_channels,
+            stem_hidden=self.stem_hidden,
+            pe_levels=self.pe_levels,
+            fso_modes=self.fso_modes,
+        )
+
+    @property
+    def upscale(self) -> int:
+        return math.prod(self.strides)
+
+
+def base_grid(target_pixels: int, upscale: int, height: int, width: int) -> tuple[int, int]:
+    """The stem grid whose upscaled size keeps the video's aspect ratio within the pixel budget."""
+    if height < 1 or width < 1:
+        raise ConfigError(f"video size must be positive, got {height}x{width}")
+    budget = min(target_pixels, height * width) / upscale**2
+    base_w = max(1, math.floor(math.sqrt(budget * width / height)))
+    base_h = max(1, round(base_w * height / width))
+    return base_h, base_w
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        name="tiny",
+        description="for tests: trains in seconds at about 32x48",
+        target_pixels=32 * 48,
+        strides=(2, 2, 2),
+        channels=(24, 16, 12),
+        base_channels=8,
+        stem_hidden=32,
+        pe_levels=16,
+        fso_modes=(2, 3),
+        capacity=0.3,
+        bits=8,
+        epochs=40,
+        learning_rate=2e-2,
+        batch_size=4,
+    ),
+    "cpu": Preset(
+        name="cpu",
+        description="the default: about 180x320, fits on a 2-core CPU in minutes",
+        target_pixels=180 * 320,
+        strides=(5, 2, 2),
+        channels=(48, 32, 16),
+        base_channels=16,
+        stem_hidden=96,
+        pe_levels=40,
+        fso_modes=(4, 4),
+        capacity=0.3,
+        bits=8,
+        epochs=150,
+        learning_rate=5e-3,
+        batch_size=4,
+    ),
+    "paper": Preset(
+        name="paper",
+        description="720x1280, NeRV-L-like widths, FSO in block 2; meant for a GPU",
+        target_pixels=720 * 1280,
+        strides=(5, 2, 2, 2, 2),
+        channels=(112, 96, 96, 96, 96),
+        base_channels=26,
+        stem_hidden=512,
+        pe_levels=80,
+        fso_modes=(8, 8),
+        capacity=0.3,
+        bits=8,
+        epochs=150,
+        learning_rate=5e-4,
+        batch_size=1,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+
+
+def working_size(preset: str, height: int, width: int) -> tuple[int, int]:
+    """(height, width) that an archive created with `preset` from such a video decodes at."""
+    config = get_preset(preset).model_config(height, width)
+    return config.height, config.width
+
+
+def scaled_preset(preset: Preset, width_scale: float) -> Preset:
+    """The same family with every channel count scaled (to span a rate-distortion curve)."""
+    if width_scale <= 0:
+        raise ConfigError(f"width scale must be positive, got {width_scale}")
+
+    def scale(n: int) -> int:
+        return max(1, round(n * width_scale))
+
+    return replace(
+        preset,
+        channels=tuple(scale(c) for c in preset.channels),
+        base_channels=scale(preset.base_channels),
+        stem_hidden=scale(preset.stem_hidden),
+    )

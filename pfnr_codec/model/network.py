@@ -1,0 +1,152 @@
+"""The PFNR network: frame time -> frame, with per-session masks and heads.
+
+    t (B,) -> positional encoding (B, 2L) -> masked MLP stem -> (B, C0, h0, w0)
+      -> blocks: masked 3x3 conv -> PixelShuffle(r) [+ FSO in the f-NeRV block] -> GELU
+      -> session head: 1x1 conv (C -> 3) -> (tanh + 1) / 2 -> (B, 3, H, W)
+
+A session feeds the network only its own frame times t = k / N_s, so appending sessions never changes
+what an earlier session sees.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..config import ModelConfig
+from .fourier import FourierSubneuralOperator
+from .masked import MaskedWeight
+
+
+def positional_encoding(t: Tensor, levels: int, base: float) -> Tensor:
+    """NeRV's encoding: sin and cos of pi * base**i * t for i < levels; (B,) -> (B, 2*levels)."""
+    freqs = math.pi * base ** torch.arange(levels, dtype=t.dtype, device=t.device)
+    angles = t[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+class MaskedLinear(nn.Module):
+    """Linear layer without bias over a masked weight (out, in)."""
+
+    def __init__(self, in_features: int, out_features: int, channel_block: int = 1) -> None:
+        super().__init__()
+        shape = (out_features, in_features)
+        self.weight = MaskedWeight(
+            shape, shape, in_features, channel_axis=0, channel_block=channel_block
+        )
+
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        return F.linear(x, self.weight() if weight is None else weight)
+
+
+class MaskedConv3x3(nn.Module):
+    """3x3 convolution without bias; one mask bit per (out, in) kernel."""
+
+    def __init__(self, in_channels: int, out_channels: int, channel_block: int = 1) -> None:
+        super().__init__()
+        shape = (out_channels, in_channels, 3, 3)
+        self.weight = MaskedWeight(
+            shape, (out_channels, in_channels, 1, 1), in_channels * 9, 0, channel_block
+        )
+
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
+        return F.conv2d(x, self.weight() if weight is None else weight, padding=1)
+
+
+class Block(nn.Module):
+    """NeRV block, optionally with the Fourier Subneural Operator (f-NeRV block)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        in_size: tuple[int, int],
+        fso_modes: tuple[int, int] | None,
+        fso_only: bool,
+    ) -> None:
+        super().__init__()
+        self.stride = stride
+        # Quantization groups follow the output feature map: r*r conv rows feed one channel.
+        self.conv = None
+        if not (fso_only and fso_modes is not None):
+            self.conv = MaskedConv3x3(in_channels, out_channels * stride**2, stride**2)
+        self.fso = None
+        if fso_modes is not None:
+            self.fso = FourierSubneuralOperator(
+                in_channels, out_channels, in_size, stride, fso_modes
+            )
+
+    def forward(self, x: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
+        out = 0
+        if self.conv is not None:
+            w = None if weights is None else weights["conv.weight"]
+            out = F.pixel_shuffle(self.conv(x, w), self.stride)
+        if self.fso is not None:
+            fw = None if weights is None else (weights["fso.real"], weights["fso.imag"])
+            out = out + self.fso(x, fw)
+        return F.gelu(out)
+
+
+class Head(nn.Module):
+    """A session's own output layer: 1x1 conv to RGB, then (tanh + 1) / 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 3, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (torch.tanh(self.conv(x)) + 1) / 2
+
+
+class PFNR(nn.Module):
+    """The shared body. Heads are kept apart: each session owns one."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        cells = config.base_height * config.base_width
+        self.stem_in = MaskedLinear(2 * config.pe_levels, config.stem_hidden)
+        # The stem's large output layer is quantized per feature-map channel, not per row.
+        self.stem_out = MaskedLinear(config.stem_hidden, config.base_channels * cells, cells)
+        blocks = []
+        in_channels, h, w = config.base_channels, config.base_height, config.base_width
+        for i, (stride, out_channels) in enumerate(
+            zip(config.strides, config.channels, strict=True)
+        ):
+            modes = config.fso_modes if i == config.fso_block else None
+            blocks.append(Block(in_channels, out_channels, stride, (h, w), modes, config.fso_only))
+            in_channels, h, w = out_channels, h * stride, w * stride
+        self.blocks = nn.ModuleList(blocks)
+
+    def masked_weights(self) -> dict[str, MaskedWeight]:
+        """Every shared tensor by a stable name (the archive's stream names derive from it)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, MaskedWeight)}
+
+    def new_head(self) -> Head:
+        return Head(self.config.channels[-1])
+
+    def features(self, t: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
+        """Body output for frame times t (B,) -> (B, C_last, H, W)."""
+        c = self.config
+
+        def w(name: str) -> Tensor | None:
+            return None if weights is None else weights[name]
+
+        x = positional_encoding(t, c.pe_levels, c.pe_base)
+        x = F.gelu(self.stem_in(x, w("stem_in.weight")))
+        x = F.gelu(self.stem_out(x, w("stem_out.weight")))
+        x = x.view(-1, c.base_channels, c.base_height, c.base_width)  # (B, C0, h0, w0)
+        for i, block in enumerate(self.blocks):
+            prefix = f"blocks.{i}."
+            sub = None
+            if weights is not None:
+                sub = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            x = block(x, sub)
+        return x
+
+    def forward(self, t: Tensor, head: Head, weights: dict[str, Tensor] | None = None) -> Tensor:
+        return head(self.features(t, weights))

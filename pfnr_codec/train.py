@@ -1,0 +1,377 @@
+"""Fitting one session into the shared network.
+
+A session trains fresh free weights, fresh scores and its own head with a fresh Adam; weights of earlier
+sessions are read from frozen buffers and cannot move. Training runs a warm-up then a cosine schedule
+under a budget in epochs and/or minutes, watches for collapse (NaN or PSNR falling off a cliff) and rolls
+back with a lower learning rate. At the end the best epoch's scores give the masks (the pair that was
+actually evaluated), the newly claimed weights are quantized (optionally after a short quantization-aware
+fine-tune), and the quantized values are frozen for good.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim
+from torch import Tensor
+from torch.nn import functional as F
+
+from .errors import ConfigError
+from .model import PFNR, Head, MaskedWeight
+from .quant import dequantize, quantize
+from .render import frame_times
+
+COLLAPSE_DROP_DB = 4.0  # an epoch this far below the best one counts as a collapse
+RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
+MAX_RECOVERIES = 10
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Encoder-only settings: they shape training, never the archive's format."""
+
+    capacity: float = 0.3
+    bits: int = 8
+    epochs: int = 150
+    minutes: float | None = None
+    learning_rate: float = 5e-3
+    warmup: float = 0.2
+    batch_size: int = 4
+    qat_epochs: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.capacity <= 1.0:
+            raise ConfigError(f"capacity must be in (0, 1], got {self.capacity}")
+        if not 2 <= self.bits <= 8:
+            raise ConfigError(f"bits must be between 2 and 8, got {self.bits}")
+        if self.epochs < 1 or self.batch_size < 1 or self.qat_epochs < 0:
+            raise ConfigError("epochs and batch size must be >= 1, qat epochs >= 0")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes must be positive, got {self.minutes}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a progress bar shows after each epoch."""
+
+    phase: str  # "train" or "finetune"
+    epoch: int
+    epochs: int
+    loss: float
+    psnr: float
+    learning_rate: float
+    eta_seconds: float
+    recoveries: int
+
+
+@dataclass
+class TensorCodes:
+    """What one shared tensor stores for one session."""
+
+    mask: Tensor  # bool, mask shape: this session's mask
+    used_before: Tensor  # bool, mask shape: union of earlier sessions' masks
+    codes: np.ndarray  # int32, one per newly claimed weight, in row-major order
+    scales: np.ndarray  # float32, one per quantization group
+
+
+@dataclass
+class SessionFit:
+    """The outcome of `fit_session`: everything the archive needs, plus figures for the report."""
+
+    tensors: dict[str, TensorCodes]
+    head: Head
+    psnr_float: float
+    epochs: int
+    recoveries: int
+    seconds: float
+    history: list[Progress] = field(default_factory=list)
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def reconstruction_loss(output: Tensor, target: Tensor) -> Tensor:
+    """0.7 * L1 + 0.3 * (1 - SSIM), as the reference training."""
+    win = min(11, *output.shape[-2:])
+    win -= 1 - win % 2
+    structural = ssim(output, target, data_range=1.0, size_average=True, win_size=win)
+    return 0.7 * F.l1_loss(output, target) + 0.3 * (1 - structural)
+
+
+def psnr_from_mse(mse: float) -> float:
+    return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
+
+
+def learning_rate_at(progress: float, base: float, warmup: float) -> float:
+    """Linear warm-up over the first `warmup` fraction, then cosine decay to zero."""
+    if progress < warmup:
+        return base * (progress + 1e-3) / warmup
+    rest = (progress - warmup) / max(1e-9, 1 - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
+
+
+def begin_session(model: PFNR, settings: TrainSettings, session_seed: int) -> Head:
+    """Fresh free weights, scores and head, drawn from the session's own seed."""
+    generator = torch.Generator().manual_seed(session_seed)
+    torch.manual_seed(session_seed)
+    for mw in model.masked_weights().values():
+        mw.reset_session(generator, settings.capacity)
+    device = next(model.buffers()).device
+    return model.new_head().to(device)
+
+
+class _Trainer:
+    """One training loop with rollback; shared by the main phase and the fine-tune phase."""
+
+    def __init__(self, model: PFNR, head: Head, frames: Tensor, settings: TrainSettings) -> None:
+        self.model, self.head, self.frames, self.settings = model, head, frames, settings
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.recoveries = 0
+        self.history: list[Progress] = []
+
+    def _state(self) -> tuple[dict, dict]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.head.state_dict())
+
+    def _load(self, state: tuple[dict, dict]) -> None:
+        self.model.load_state_dict(state[0])
+        self.head.load_state_dict(state[1])
+
+    @torch.no_grad()
+    def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
+        """PSNR of the current state over all frames (one forward pass, no training)."""
+        frames, n = self.frames, self.frames.shape[0]
+        times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
+        squared = 0.0
+        for lo in range(0, n, self.settings.batch_size):
+            output = self.model(times[lo : lo + self.settings.batch_size], self.head, weights())
+            target = frames[lo : lo + self.settings.batch_size]
+            squared += F.mse_loss(output, target, reduction="sum").item() / output[0].numel()
+        return psnr_from_mse(squared / n) if math.isfinite(squared) else -math.inf
+
+    def run(
+        self,
+        phase: str,
+        params: list[Tensor],
+        base_lr: float,
+        epochs: int,
+        minutes: float | None,
+        weights: Callable[[], dict[str, Tensor] | None],
+        warmup: float,
+        on_progress: ProgressCallback | None,
+    ) -> float:
+        """Train `params`; leaves the model in its last sound state and returns that state's PSNR.
+
+        A state saved at the end of an epoch counts as sound once the next step's batch shows it
+        has not collapsed; a collapse (non-finite loss, or a batch far below the best epoch) rolls
+        back to the last sound state with a lower learning rate.
+        """
+        frames, n = self.frames, self.frames.shape[0]
+        optimizer = torch.optim.Adam(params, lr=base_lr, betas=(0.5, 0.999))
+        sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
+        best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
+        steps_per_epoch = math.ceil(n / self.settings.batch_size)
+        times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
+        while epoch < epochs:
+            order = torch.randperm(n, generator=self.generator).to(frames.device)
+            loss_sum, mse_sum, collapsed = 0.0, 0.0, False
+            for step in range(steps_per_epoch):
+                idx = order[step * self.settings.batch_size : (step + 1) * self.settings.batch_size]
+                lr = lr_scale * learning_rate_at(
+                    (epoch + step / steps_per_epoch) / epochs, base_lr, warmup
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                output = self.model(times[idx], self.head, weights())
+                loss = reconstruction_loss(output, frames[idx])
+                mse = F.mse_loss(output.detach(), frames[idx]).item()
+                if (
+                    not math.isfinite(loss.item())
+                    or psnr_from_mse(mse) < best_psnr - COLLAPSE_DROP_DB
+                ):
+                    collapsed = True
+                    break
+                if step == 0:
+                    sound = pending  # this batch ran on the saved state: it holds
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(idx)
+                mse_sum += mse * len(idx)
+            if collapsed:
+                if self.recoveries >= MAX_RECOVERIES:
+                    break
+                self.recoveries += 1
+                lr_scale *= RECOVERY_LR_FACTOR
+                self._load(sound[0])
+                optimizer.load_state_dict(sound[1])
+                pending = sound
+                continue
+            epoch += 1
+            psnr = psnr_from_mse(mse_sum / n)
+            best_psnr = max(best_psnr, psnr)
+            pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
+            elapsed = time.monotonic() - start
+            if minutes is not None and epoch == 1:
+                # Fit the schedule to the time budget once an epoch's cost is known.
+                epochs = max(1, min(epochs, int(minutes * 60 / elapsed)))
+            record = Progress(
+                phase,
+                epoch,
+                epochs,
+                loss_sum / n,
+                psnr,
+                lr,
+                elapsed / epoch * (epochs - epoch),
+                self.recoveries,
+            )
+            self.history.append(record)
+            if on_progress is not None:
+                on_progress(record)
+        final = self.evaluate(weights)
+        if final < best_psnr - COLLAPSE_DROP_DB:
+            self._load(sound[0])
+            final = self.evaluate(weights)
+        return final
+
+
+def _fake_quantize(values: Tensor, new: Tensor, groups: Tensor, n_groups: int, bits: int) -> Tensor:
+    """Round the newly claimed values as `quantize` will, with a straight-through gradient."""
+    levels = 2 ** (bits - 1) - 1
+    magnitude = torch.where(new, values.detach().abs(), torch.zeros((), dtype=values.dtype))
+    peak = torch.zeros(n_groups, dtype=values.dtype, device=values.device)
+    peak = peak.scatter_reduce(0, groups.flatten(), magnitude.flatten(), "amax")
+    scale = (peak / levels)[groups].clamp_min(1e-12)
+    rounded = torch.round(values / scale).clamp(-levels, levels) * scale
+    quantized = values + (rounded - values).detach()
+    return torch.where(new, quantized, values)
+
+
+def _finetune_weights(model: PFNR, masks: dict[str, Tensor], bits: int) -> Callable[[], dict]:
+    """Effective weights with fixed masks and fake-quantized new values."""
+    layers = model.masked_weights()
+    plan = {}
+    for name, mw in layers.items():
+        groups = mw.groups().to(mw.weight.device)
+        plan[name] = ((masks[name] & ~mw.used).expand(mw.shape), groups, mw.n_groups)
+
+    def weights() -> dict[str, Tensor]:
+        out = {}
+        for name, mw in layers.items():
+            new, groups, n_groups = plan[name]
+            values = torch.where(mw.used, mw.frozen, mw.weight)
+            out[name] = _fake_quantize(values, new, groups, n_groups, bits) * masks[name]
+        return out
+
+    return weights
+
+
+def _quantize_and_freeze(mw: MaskedWeight, mask: Tensor, bits: int) -> TensorCodes:
+    """Quantize the weights `mask` newly claims, freeze their dequantized values, grow the union."""
+    used_before = mw.used.clone()
+    new = (mask & ~used_before).expand(mw.shape)
+    values = mw.weight.detach()[new].cpu().numpy().astype(np.float32)
+    groups = mw.groups()[new.cpu()].numpy()
+    codes, scales = quantize(values, groups, mw.n_groups, bits)
+    full = torch.zeros(mw.shape, dtype=mw.frozen.dtype)
+    full[new.cpu()] = torch.from_numpy(dequantize(codes, groups, scales))
+    mw.freeze(mask, full.to(mw.frozen.device))
+    return TensorCodes(mask=mask.clone(), used_before=used_before, codes=codes, scales=scales)
+
+
+def fit_session(
+    model: PFNR,
+    frames: Tensor,
+    settings: TrainSettings,
+    session_seed: int,
+    on_progress: ProgressCallback | None = None,
+) -> SessionFit:
+    """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`."""
+    start = time.monotonic()
+    head = begin_session(model, settings, session_seed)
+    trainer = _Trainer(model, head, frames, settings)
+    layers = model.masked_weights()
+    params = [p for mw in layers.values() for p in (mw.weight, mw.score)]
+    params += list(head.parameters())
+    minutes = settings.minutes
+    if minutes is not None and settings.qat_epochs:
+        minutes *= 0.9
+    psnr = trainer.run(
+        "train",
+        params,
+        settings.learning_rate,
+        settings.epochs,
+        minutes,
+        lambda: None,
+        settings.warmup,
+        on_progress,
+    )
+    masks = {name: mw.session_mask().clone() for name, mw in layers.items()}
+    if settings.qat_epochs:
+        params = [mw.weight for mw in layers.values()] + list(head.parameters())
+        trainer.run(
+            "finetune",
+            params,
+            settings.learning_rate * 0.1,
+            settings.qat_epochs,
+            None,
+            _finetune_weights(model, masks, settings.bits),
+            0.0,
+            on_progress,
+        )
+    tensors = {
+        name: _quantize_and_freeze(mw, masks[name], settings.bits) for name, mw in layers.items()
+    }
+    for mw in layers.values():
+        with torch.no_grad():
+            mw.weight.zero_()
+            mw.score.zero_()
+    return SessionFit(
+        tensors=tensors,
+        head=head,
+        psnr_float=psnr,
+        epochs=sum(1 for p in trainer.history if p.phase == "train"),
+        recoveries=trainer.recoveries,
+        seconds=time.monotonic() - start,
+        history=trainer.history,
+    )
+
+
+def fit_dense(
+    model: PFNR,
+    head: Head,
+    frames: Tensor,
+    settings: TrainSettings,
+    on_progress: ProgressCallback | None = None,
+) -> float:
+    """Train every weight of `model` and `head`, no masks, no freezing: the fine-tuning baseline.
+
+    Starts from whatever the weights hold (call `begin_session` with capacity 1 for a fresh start),
+    so calling it clip after clip shows how much a plain network forgets. Returns the final PSNR.
+    """
+    layers = model.masked_weights()
+    trainer = _Trainer(model, head, frames, settings)
+    params = [mw.weight for mw in layers.values()] + list(head.parameters())
+    return trainer.run(
+        "train",
+        params,
+        settings.learning_rate,
+        settings.epochs,
+        settings.minutes,
+        lambda: dense_weights(model),
+        settings.warmup,
+        on_progress,
+    )
+
+
+def dense_weights(model: PFNR) -> dict[str, Tensor]:
+    """Every weight as it is, for a network trained without masks."""
+    return {name: mw.weight for name, mw in model.masked_weights().items()}

@@ -1,0 +1,33 @@
+"""Tiny seeded synthetic clips for tests: smooth moving patterns, different per seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def synthetic_frames(frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 (T, H, W, 3): a few coloured blobs and waves drifting over a gradient."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    base = rng.uniform(0.2, 0.8, size=3)
+    tilt = rng.uniform(-0.3, 0.3, size=(3, 2))
+    centres = rng.uniform(0.2, 0.8, size=(3, 2))
+    velocity = rng.uniform(-0.02, 0.02, size=(3, 2))
+    colours = rng.uniform(-0.4, 0.4, size=(3, 3))
+    wave = rng.uniform(2, 6, size=2)
+    out = np.empty((frames, height, width, 3), dtype=np.float64)
+    for k in range(frames):
+        img = base + tilt[:, 0] * yy[..., None] + tilt[:, 1] * xx[..., None]
+        for (cy, cx), (vy, vx), colour in zip(centres, velocity, colours, strict=True):
+            d2 = (yy - cy - vy * k) ** 2 + (xx - cx - vx * k) ** 2
+            img = img + np.exp(-d2 / 0.02)[..., None] * colour
+        img = img + 0.1 * np.sin(wave[0] * 6 * xx + wave[1] * 4 * yy + 0.3 * k)[..., None]
+        out[k] = img
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def synthetic_tensor(frames: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """float32 (T, 3, H, W) in [0, 1]."""
+    x = synthetic_frames(frames, height, width, seed)
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255

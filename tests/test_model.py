@@ -1,0 +1,127 @@
+"""The network's building blocks: encoding, masks, the Fourier Subneural Operator."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pfnr_codec.config import PRESETS, ModelConfig, base_grid
+from pfnr_codec.errors import ArchiveError
+from pfnr_codec.model import PFNR, mask_size, positional_encoding
+from pfnr_codec.model.fourier import FourierSubneuralOperator
+from pfnr_codec.render import frame_times
+
+
+def test_positional_encoding_depends_only_on_the_sessions_own_time():
+    t = frame_times(torch.arange(5), 5).float()
+    pe = positional_encoding(t, 8, 1.25)
+    assert pe.shape == (5, 16)
+    assert torch.allclose(pe[:, 0], torch.sin(math.pi * t))
+    assert torch.allclose(pe[:, 8], torch.cos(math.pi * t))
+    assert torch.allclose(pe[:, 1], torch.sin(math.pi * 1.25 * t))
+
+
+@pytest.mark.parametrize("capacity", [0.05, 0.3, 0.5, 0.9])
+def test_each_mask_keeps_the_requested_fraction(capacity):
+    model = PFNR(PRESETS["tiny"].model_config(30, 44))
+    generator = torch.Generator().manual_seed(0)
+    for mw in model.masked_weights().values():
+        mw.reset_session(generator)
+        mw.capacity = capacity
+        kept = int(mw.session_mask().sum())
+        assert abs(kept - capacity * mw.score.numel()) <= 1
+        assert kept == mask_size(mw.score.numel(), capacity)
+        effective = mw()
+        assert int((effective != 0).sum()) <= kept * mw.expand
+
+
+def test_masked_forward_passes_gradients_to_scores_and_not_to_frozen_values():
+    model = PFNR(PRESETS["tiny"].model_config(30, 44))
+    mw = model.masked_weights()["blocks.0.conv.weight"]
+    mw.reset_session(torch.Generator().manual_seed(1))
+    mw.capacity = 0.5
+    mw.used[:2] = True
+    mw.frozen[:2] = 1.0
+    mw().sum().backward()
+    assert mw.score.grad is not None and mw.score.grad.abs().sum() > 0
+    assert torch.all(mw.weight.grad[:2] == 0)
+
+
+def test_conv_masks_cover_whole_kernels():
+    model = PFNR(PRESETS["tiny"].model_config(30, 44))
+    mw = model.masked_weights()["blocks.0.conv.weight"]
+    assert mw.mask_shape[2:] == (1, 1) and mw.expand == 9
+
+
+def _band_limited(channels: int, h: int, w: int, rows: int, cols: int, scale: int):
+    """Random sum of sinusoids below the kept modes, sampled at two resolutions."""
+    rng = np.random.default_rng(3)
+    small = np.zeros((channels, h, w))
+    big = np.zeros((channels, h * scale, w * scale))
+    for c in range(channels):
+        for ky in range(-rows + 1, rows):
+            for kx in range(0, cols):
+                a, phase = rng.normal(), rng.uniform(0, 2 * np.pi)
+                for grid, n in ((small, 1), (big, scale)):
+                    yy, xx = np.meshgrid(np.arange(h * n) / n, np.arange(w * n) / n, indexing="ij")
+                    grid[c] += a * np.cos(2 * np.pi * (ky * yy / h + kx * xx / w) + phase)
+    return torch.from_numpy(small)[None], torch.from_numpy(big)[None]
+
+
+def test_fso_with_identity_weights_is_ideal_band_limited_upsampling():
+    channels, h, w = 3, 8, 12
+    fso = FourierSubneuralOperator(channels, channels, (h, w), 2, (3, 4)).double()
+    shape = fso.real.shape
+    identity = torch.zeros(shape, dtype=torch.float64)
+    for c in range(channels):
+        identity[c, c] = 1.0
+    small, big = _band_limited(channels, h, w, rows=3, cols=4, scale=2)
+    upsampled = fso(small, (identity, torch.zeros(shape, dtype=torch.float64)))
+    assert upsampled.shape == big.shape
+    assert torch.max(torch.abs(upsampled - big)) < 1e-5
+
+
+def test_fso_places_negative_frequencies_at_the_end_of_the_larger_grid():
+    fso = FourierSubneuralOperator(1, 1, (6, 6), 2, (2, 2)).double()
+    shape = fso.real.shape
+    real = torch.ones(shape, dtype=torch.float64)
+    # A pure negative vertical frequency must stay negative after upsampling.
+    yy = torch.arange(6, dtype=torch.float64)[:, None].expand(6, 6)
+    x = torch.sin(-2 * math.pi * yy / 6)[None, None]
+    y = fso(x, (real, torch.zeros(shape, dtype=torch.float64)))
+    fine = torch.arange(12, dtype=torch.float64)[:, None].expand(12, 12) / 2
+    assert torch.allclose(y[0, 0], torch.sin(-2 * math.pi * fine / 6), atol=1e-9)
+
+
+def test_network_output_size_is_base_grid_times_strides():
+    for name, (h, w) in {"tiny": (30, 44), "cpu": (720, 1280)}.items():
+        config = PRESETS[name].model_config(h, w)
+        model = PFNR(config)
+        for mw in model.masked_weights().values():
+            mw.reset_session(torch.Generator().manual_seed(0))
+        out = model(frame_times(torch.arange(2), 2).float(), model.new_head())
+        assert out.shape == (2, 3, config.height, config.width)
+        assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
+
+
+def test_cpu_preset_working_size_follows_the_aspect_ratio():
+    assert PRESETS["cpu"].model_config(720, 1280).height == 180
+    assert PRESETS["cpu"].model_config(720, 1280).width == 320
+    h, w = base_grid(180 * 320, 20, 272, 640)
+    assert abs(h * 20 / (w * 20) - 272 / 640) < 0.1 and h * w * 400 <= 180 * 320
+    small = PRESETS["cpu"].model_config(144, 176)
+    assert small.height * small.width <= 144 * 176
+
+
+def test_model_config_round_trips_and_rejects_bad_headers():
+    config = PRESETS["cpu"].model_config(272, 640)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ArchiveError):
+        ModelConfig.from_dict({**config.to_dict(), "surprise": 1})
+    with pytest.raises(ArchiveError):
+        ModelConfig.from_dict({**config.to_dict(), "strides": [2]})
+    with pytest.raises(ArchiveError):
+        ModelConfig.from_dict({**config.to_dict(), "channels": [100000] * 3})

@@ -1,0 +1,141 @@
+"""Session training: forget-free sessions, PSNR floor, collapse recovery, quantized freezing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from synthetic import synthetic_frames, synthetic_tensor
+
+from pfnr_codec.config import PRESETS
+from pfnr_codec.model import PFNR
+from pfnr_codec.render import render_frames, session_weights
+from pfnr_codec.train import TrainSettings, fit_session
+
+CONFIG = PRESETS["tiny"].model_config(30, 44)
+FRAMES = 8
+
+
+def _weights(model, fit):
+    return session_weights(model, {name: t.mask for name, t in fit.tensors.items()})
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def three_sessions():
+    """Sessions 1, 2, 3 on three different clips, with decodes right after each one."""
+    torch.manual_seed(0)
+    model = PFNR(CONFIG)
+    settings = TrainSettings(epochs=12, batch_size=4, capacity=0.3)
+    fits, decodes, snapshots = [], [], []
+    for session in range(3):
+        clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=10 + session)
+        fit = fit_session(model, clip, settings, session_seed=session + 1)
+        fits.append(fit)
+        decodes.append(render_frames(model, _weights(model, fit), fit.head, FRAMES))
+        snapshots.append(
+            {n: (mw.used.clone(), mw.frozen.clone()) for n, mw in model.masked_weights().items()}
+        )
+    return model, fits, decodes, snapshots
+
+
+def test_earlier_sessions_decode_byte_identical_after_later_ones(three_sessions):
+    model, fits, decodes, _ = three_sessions
+    for fit, before in zip(fits, decodes, strict=True):
+        after = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+        assert after.tobytes() == before.tobytes()
+
+
+def test_weights_in_the_union_never_change(three_sessions):
+    model, _, _, snapshots = three_sessions
+    for earlier in snapshots[:-1]:
+        for name, mw in model.masked_weights().items():
+            used, frozen = earlier[name]
+            positions = used.expand(mw.shape)
+            assert torch.equal(mw.frozen[positions], frozen[positions])  # bitwise equal floats
+            assert torch.all(mw.used[used])
+
+
+def test_later_sessions_reuse_and_claim(three_sessions):
+    _, fits, _, _ = three_sessions
+    for fit in fits[1:]:
+        reused = sum(int((t.mask & t.used_before).sum()) for t in fit.tensors.values())
+        claimed = sum(int((t.mask & ~t.used_before).sum()) for t in fit.tensors.values())
+        assert reused > 0 and claimed > 0
+
+
+def test_partial_and_full_renders_agree(three_sessions):
+    model, fits, decodes, _ = three_sessions
+    part = render_frames(model, _weights(model, fits[0]), fits[0].head, FRAMES, start=3, end=7)
+    assert part.tobytes() == decodes[0][3:7].tobytes()
+
+
+def test_a_session_reaches_a_psnr_floor():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=5)
+    fit = fit_session(
+        model, clip, TrainSettings(epochs=60, batch_size=4, learning_rate=2e-2), session_seed=1
+    )
+    frames = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    target = synthetic_frames(FRAMES, CONFIG.height, CONFIG.width, seed=5)
+    assert _psnr(frames, target) >= 24.0
+    # 8-bit quantization of the new weights costs little.
+    assert fit.psnr_float - _psnr(frames, target) < 1.0
+
+
+def test_a_diverging_run_recovers_instead_of_returning_nan():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=6)
+    settings = TrainSettings(epochs=8, batch_size=4, learning_rate=10.0)
+    fit = fit_session(model, clip, settings, session_seed=1)
+    assert fit.recoveries >= 1
+    assert fit.epochs == settings.epochs  # it went on after rolling back
+    assert math.isfinite(fit.psnr_float)
+    for mw in model.masked_weights().values():
+        assert torch.isfinite(mw.frozen).all()
+    frames = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    assert frames.shape == (FRAMES, CONFIG.height, CONFIG.width, 3)
+
+
+def test_frozen_values_are_the_dequantized_codes():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=7)
+    fit = fit_session(model, clip, TrainSettings(epochs=4, bits=4), session_seed=1)
+    for name, mw in model.masked_weights().items():
+        t = fit.tensors[name]
+        assert np.abs(t.codes).max(initial=0) <= 7
+        new = (t.mask & ~t.used_before).expand(mw.shape)
+        groups = mw.groups()[new].numpy()
+        expected = t.codes.astype(np.float32) * t.scales[groups]
+        assert np.array_equal(mw.frozen[new].numpy(), expected)
+        assert torch.all(mw.frozen[~mw.used.expand(mw.shape)] == 0)
+
+
+def test_exact_render_matches_float32_closely_and_is_batch_independent():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=8)
+    fit = fit_session(model, clip, TrainSettings(epochs=3), session_seed=1)
+    exact = render_frames(model, _weights(model, fit), fit.head, FRAMES, exact=True)
+    fast = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    assert np.abs(exact.astype(int) - fast.astype(int)).max() <= 1
+    assert render_frames(
+        model, _weights(model, fit), fit.head, FRAMES, 2, 5, exact=True
+    ).tobytes() == (exact[2:5].tobytes())
+
+
+def test_finetune_phase_runs_and_keeps_quantized_values_exact():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=9)
+    fit = fit_session(model, clip, TrainSettings(epochs=4, qat_epochs=2, bits=6), session_seed=1)
+    assert any(p.phase == "finetune" for p in fit.history)
+    for name, mw in model.masked_weights().items():
+        t = fit.tensors[name]
+        new = (t.mask & ~t.used_before).expand(mw.shape)
+        expected = t.codes.astype(np.float32) * t.scales[mw.groups()[new].numpy()]
+        assert np.array_equal(mw.frozen[new].numpy(), expected)
