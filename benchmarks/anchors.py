@@ -1,16 +1,18 @@
 """Classical anchors through PyAV: x264, x265 and (when built in) SVT-AV1, on the very frames pfnr
 codes, at the same working size.
 
-Frames go RGB -> yuv420p (swscale defaults: BT.601, limited range, what a user's ffmpeg command
-does) -> encoder; the stream is the encoder's raw packets (in-band parameter sets, no container),
+Frames go RGB -> yuv420p (BT.601, limited range, accurate rounding: the conversions of
+``pfnr_codec.video``, the same code that reads the reference frames, so no colour bias from
+swscale's fast defaults is charged to the anchors) -> encoder; the stream is the encoder's raw packets (in-band parameter sets, no container),
 and its rate is the sum of packet sizes plus any extradata. Decoding goes back to RGB and is
 compared with the input RGB frames. yuv420p needs even dimensions: odd working sizes are padded
 by repeating the last row/column, and the decoded frames are cropped back, so the anchor codes
 exactly the pixels pfnr codes and bpp is counted over the unpadded H x W.
 
 Encoder banners are not counted: x265 runs with info=0 and x264's version SEI is removed from the
-stream before it is measured and decoded. RGB PSNR of a yuv420p anchor has a ceiling (about 44 dB
-on smooth content at CRF 0) from chroma subsampling and the limited-range conversion.
+stream before it is measured and decoded. RGB PSNR of a yuv420p anchor has a ceiling (about 51 dB
+on smooth content at CRF 0, lower on saturated colour) from chroma subsampling and the
+limited-range conversion.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import Clip, Record, Timer, bits_per_pixel, quality
 from pfnr_codec.errors import ConfigError
+from pfnr_codec.video import frame_to_rgb, rgb_to_frame
 
 os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole configuration at level 3
 
@@ -113,7 +116,7 @@ def encode(frames: np.ndarray, anchor: Anchor, crf: int, fps: float = 25.0) -> t
     packets: list[bytes] = []
     with Timer() as timer:
         for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+            frame = rgb_to_frame(rgb, "yuv420p")
             frame.pts = i
             packets.extend(bytes(p) for p in ctx.encode(frame))
         packets.extend(bytes(p) for p in ctx.encode(None))
@@ -151,8 +154,8 @@ def decode(stream: bytes, anchor: Anchor, height: int, width: int) -> tuple[np.n
     frames: list[np.ndarray] = []
     with Timer() as timer:
         for packet in [*ctx.parse(stream), *ctx.parse(None)]:
-            frames.extend(f.to_ndarray(format="rgb24") for f in ctx.decode(packet))
-        frames.extend(f.to_ndarray(format="rgb24") for f in ctx.decode(None))
+            frames.extend(frame_to_rgb(f) for f in ctx.decode(packet))
+        frames.extend(frame_to_rgb(f) for f in ctx.decode(None))
     out = np.stack(frames)[:, :height, :width]
     return np.ascontiguousarray(out), timer.seconds
 

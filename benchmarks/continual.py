@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks import baselines
+from benchmarks.baselines import Matrix
 from benchmarks.common import (
     DEFAULT_CLIPS_DIR,
     RESULTS_DIR,
@@ -40,32 +41,6 @@ from benchmarks.common import (
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
 
 DEFAULT_ORDER = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
-
-
-@dataclass
-class Matrix:
-    """PSNR of session i (row) evaluated after session j (column) was learned; NaN above j < i."""
-
-    method: str
-    names: list[str]
-    psnr: np.ndarray
-    bytes: list[int]  # total bytes stored after each session
-    exact: list[bool] = field(default_factory=list)  # per column: old sessions bit-identical
-
-    @property
-    def final(self) -> np.ndarray:
-        return self.psnr[:, -1]
-
-    def forgetting(self) -> np.ndarray:
-        """Per session: PSNR right after learning it minus PSNR at the end (0 = no forgetting)."""
-        return np.diag(self.psnr) - self.final
-
-    def table(self) -> str:
-        n = len(self.names)
-        header = ["session \\ after", *[f"{j + 1}: {self.names[j]}" for j in range(n)]]
-        rows = [[f"{i + 1}: {self.names[i]}", *self.psnr[i]] for i in range(n)]
-        rows.append(["total bytes", *self.bytes])
-        return markdown_table(rows, header)
 
 
 def run_pfnr(clips: Sequence[Clip], archive: Path, options: EncodeOptions) -> tuple[Matrix, list]:
@@ -158,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = args.clips or [DEFAULT_CLIPS_DIR / name for name in DEFAULT_ORDER]
     frames = args.frames or (16 if quick else None)
     epochs = args.epochs or (40 if quick else 150)
-    minutes = args.minutes or (0.3 if quick else 3.0)
+    minutes = args.minutes or (0.2 if quick else 3.0)
     from pfnr_codec.config import working_size
     from pfnr_codec.video import probe_video
 
@@ -171,13 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True)
     options = EncodeOptions(preset=args.preset, epochs=epochs, minutes=minutes, device=args.device)
 
-    pfnr, records = run_pfnr(clips, work / "continual.pfnr", options)
-    matrices = [pfnr]
-    baselines = _baselines()
-    if baselines is not None:
-        finetune, stl = baselines
-        matrices.append(finetune(clips, pfnr, options))
-        matrices.append(stl(clips, pfnr, options))
+    archive = work / "continual.pfnr"
+    pfnr, records = run_pfnr(clips, archive, options)
+    shape = (info.height, info.width)
+    rate = baselines.weight_bits(archive)
+    matrices = [
+        pfnr,
+        baselines.run_finetune(clips, args.preset, shape, pfnr.bytes[-1], rate, options),
+        baselines.run_stl(clips, args.preset, shape, pfnr.bytes[-1], rate, options, work),
+    ]
 
     pixels = sum(int(np.prod(c.shape)) for c in clips)
     write_records(records, args.out, stem, machine)
@@ -198,11 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     print((args.out / f"{stem}.md").read_text())
     return 0
-
-
-def _baselines():
-    """(fine-tune, STL) runners, once the model-level hooks they need exist."""
-    return None
 
 
 if __name__ == "__main__":

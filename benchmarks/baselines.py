@@ -1,0 +1,169 @@
+"""Continual-coding baselines for ``continual.py``, and the PSNR matrix every method fills.
+
+- Fine-tuning: one dense network (the pfnr body without masks) trained clip after clip, with one
+  head per clip; the shared body drifts, so earlier clips degrade. Sized so that its bytes (8-bit
+  per-channel codes, entropy coded with the archive's coder, float32 scales and heads) match the
+  pfnr archive's total.
+- STL: one independent single-session archive per clip at capacity 1 (a plain dense network:
+  an all-ones mask costs almost nothing), its width chosen so the STL archives' total bytes match
+  the pfnr archive's. Sizes are set from a bits-per-weight estimate taken from the pfnr archive;
+  the bytes reported are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import Clip, markdown_table, quality
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+from pfnr_codec.config import get_preset, scaled_preset
+from pfnr_codec.entropy import DEFAULT_CODER, encode_ints, get_coder
+from pfnr_codec.model import PFNR
+from pfnr_codec.quant import dequantize, quantize
+from pfnr_codec.render import render_frames, resolve_device
+from pfnr_codec.train import TrainSettings, begin_session, fit_dense
+from pfnr_codec.video import frames_to_tensor, write_video
+
+WIDTH_GRID = np.round(np.arange(0.2, 4.01, 0.05), 2)
+
+
+@dataclass
+class Matrix:
+    """PSNR of session i (row) evaluated after session j (column) was learned; NaN above j < i."""
+
+    method: str
+    names: list[str]
+    psnr: np.ndarray
+    bytes: list[int]  # total bytes stored after each session
+    exact: list[bool] = field(default_factory=list)  # per column: old sessions bit-identical
+
+    @property
+    def final(self) -> np.ndarray:
+        return self.psnr[:, -1]
+
+    def forgetting(self) -> np.ndarray:
+        """Per session: PSNR right after learning it minus PSNR at the end (0 = no forgetting)."""
+        return np.diag(self.psnr) - self.final
+
+    def table(self) -> str:
+        n = len(self.names)
+        header = ["session \\ after", *[f"{j + 1}: {self.names[j]}" for j in range(n)]]
+        rows = [[f"{i + 1}: {self.names[i]}", *self.psnr[i]] for i in range(n)]
+        rows.append(["total bytes", *self.bytes])
+        return markdown_table(rows, header)
+
+
+def weight_bits(archive: Path) -> float:
+    """Bits per stored weight in a pfnr archive (weights + scales streams / new weights)."""
+    info = inspect_archive(archive)
+    new = sum(s.new_weights for s in info.sessions)
+    return 8.0 * (info.breakdown.get("weights", 0) + info.breakdown.get("scales", 0)) / max(new, 1)
+
+
+def _config(preset: str, scale: float, shape: tuple[int, int]):
+    return scaled_preset(get_preset(preset), scale).model_config(*shape)
+
+
+def _weights(preset: str, scale: float, shape: tuple[int, int]) -> int:
+    model = PFNR(_config(preset, scale, shape))
+    return sum(mw.weight.numel() for mw in model.masked_weights().values())
+
+
+def width_for_bytes(preset: str, shape: tuple[int, int], target: float, bits: float) -> float:
+    """The width scale whose dense weight count times ``bits`` comes closest to ``target`` bytes."""
+    sizes = [_weights(preset, float(s), shape) * bits / 8 for s in WIDTH_GRID]
+    return float(WIDTH_GRID[int(np.argmin([abs(b - target) for b in sizes]))])
+
+
+def _quantized(model: PFNR, bits: int = 8) -> tuple[dict[str, torch.Tensor], int]:
+    """Dense weights rounded as an archive would store them, and their coded size in bytes."""
+    coder = get_coder(DEFAULT_CODER)
+    out, size = {}, 0
+    for name, mw in model.masked_weights().items():
+        values = mw.weight.detach().cpu().numpy().astype(np.float32).ravel()
+        groups = mw.groups().numpy().ravel()
+        codes, scales = quantize(values, groups, mw.n_groups, bits)
+        size += len(encode_ints(codes, coder)) + scales.nbytes
+        restored = dequantize(codes, groups, scales).reshape(mw.shape)
+        out[name] = torch.from_numpy(restored).to(mw.weight.device)
+    return out, size
+
+
+def run_finetune(
+    clips: Sequence[Clip],
+    preset: str,
+    shape: tuple[int, int],
+    target_bytes: int,
+    bits_per_weight: float,
+    options: EncodeOptions,
+) -> Matrix:
+    """One dense network fine-tuned through the clips, evaluated (8-bit weights) after each."""
+    heads_bytes = 0
+    scale = width_for_bytes(preset, shape, target_bytes, bits_per_weight)
+    config = _config(preset, scale, shape)
+    device = resolve_device(options.device)
+    model = PFNR(config).to(device)
+    base = get_preset(preset)
+    settings = TrainSettings(
+        capacity=1.0,
+        bits=8,
+        epochs=options.epochs or base.epochs,
+        minutes=options.minutes,
+        learning_rate=options.learning_rate or base.learning_rate,
+        batch_size=base.batch_size,
+        seed=options.seed,
+    )
+    begin_session(model, settings, options.seed)
+    n = len(clips)
+    psnr = np.full((n, n), np.nan)
+    heads, sizes = [], []
+    for j, clip in enumerate(clips):
+        head = model.new_head().to(device)
+        fit_dense(model, head, frames_to_tensor(clip.frames).to(device), settings)
+        heads.append(head)
+        heads_bytes += 4 * sum(p.numel() for p in head.parameters())
+        weights, body_bytes = _quantized(model)
+        sizes.append(body_bytes + heads_bytes)
+        for i in range(j + 1):
+            frames = render_frames(model, weights, heads[i], clips[i].shape[0])
+            psnr[i, j] = quality(clips[i].frames, frames)[0]
+    return Matrix(f"fine-tuning (dense, width x{scale:g})", [c.name for c in clips], psnr, sizes)
+
+
+def run_stl(
+    clips: Sequence[Clip],
+    preset: str,
+    shape: tuple[int, int],
+    target_bytes: int,
+    bits_per_weight: float,
+    options: EncodeOptions,
+    work: Path,
+) -> Matrix:
+    """One independent dense archive per clip; independent models never forget."""
+    per_clip = target_bytes / len(clips)
+    size = clips[0].shape[1:]
+    own = _config(preset, 1.0, size)
+    if any(c.shape[1:] != size for c in clips) or (own.height, own.width) != size:
+        raise ValueError(f"STL expects every clip at one working size that is its own, got {size}")
+    scale = width_for_bytes(preset, shape, per_clip, bits_per_weight)
+    n = len(clips)
+    psnr = np.full((n, n), np.nan)
+    sizes, total = [], 0
+
+    for j, clip in enumerate(clips):
+        archive = work / f"stl_{j + 1}.pfnr"
+        archive.unlink(missing_ok=True)
+        # The benchmark's frames, losslessly: every clip is coded at the pfnr archive's size.
+        source = write_video(clip.frames, work / f"stl_{j + 1}.mkv", clip.fps)
+        stl_options = replace(options, capacity=1.0, width_scale=scale, frames=None, preset=preset)
+        encode_video(archive, source, stl_options)
+        total += inspect_archive(archive).file_bytes
+        sizes.append(total)
+        frames = decode_session(archive, 1, size="working", device=options.device).frames
+        psnr[j, j:] = quality(clip.frames, frames)[0]
+    return Matrix(f"STL (dense, width x{scale:g} each)", [c.name for c in clips], psnr, sizes)
