@@ -42,7 +42,7 @@ SWEEPS = {
         Point(1.0, bits=6),
     ],
 }
-BUDGETS = {"quick": {"epochs": 60, "minutes": 0.3}, "full": {"epochs": 150, "minutes": 3.0}}
+BUDGETS = {"quick": {"epochs": 60, "minutes": 0.2}, "full": {"epochs": 150, "minutes": 3.0}}
 
 
 def encode_point(

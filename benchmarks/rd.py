@@ -11,6 +11,7 @@ front (over its whole settings sweep) with each anchor curve measured in the sam
 from __future__ import annotations
 
 import argparse
+import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,6 +98,8 @@ def points_table(records: Sequence[Record]) -> str:
     rows = []
     for r in records:
         setting = ", ".join(f"{k} {v}" for k, v in r.settings.items() if k != "curve")
+        if r.codec == "pfnr":
+            setting += f" (ran {r.extra.get('epochs')} epochs)"
         rows.append(
             [r.clip, r.label, setting, r.bytes, r.bpp, r.psnr, r.ms_ssim, r.encode_s, r.decode_s]
         )
@@ -104,11 +107,25 @@ def points_table(records: Sequence[Record]) -> str:
     return markdown_table(rows, header)
 
 
-def run_pfnr(clip: Clip, mode: str, preset: str, device: str, work: Path) -> list[Record]:
+def run_pfnr(clip: Clip, mode: str, args: argparse.Namespace, work: Path) -> list[Record]:
     """pfnr's points on this clip: one fresh archive per sweep point."""
     from benchmarks import pfnr_runs
 
-    return pfnr_runs.sweep(clip, mode, preset, device, device_name(device), versions_string(), work)
+    budget = dict(pfnr_runs.BUDGETS[mode])
+    budget.update({k: v for k, v in (("epochs", args.epochs), ("minutes", args.minutes)) if v})
+    points = [pfnr_runs.Point(w) for w in args.widths] if args.widths else None
+    device = args.device
+    return pfnr_runs.sweep(
+        clip,
+        mode,
+        args.preset,
+        device,
+        device_name(device),
+        versions_string(),
+        work,
+        points,
+        budget,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu", help="pfnr preset (sets the working size)")
     parser.add_argument("--anchors", nargs="*", default=None, help="subset of x264 x265 svtav1")
     parser.add_argument("--no-pfnr", action="store_true", help="anchors only")
+    parser.add_argument("--epochs", type=int, default=None, help="pfnr epochs per point")
+    parser.add_argument("--minutes", type=float, default=None, help="pfnr time cap per point")
+    parser.add_argument("--widths", type=float, nargs="*", help="pfnr width scales to sweep")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="result file stem (default rd / rd_quick)")
@@ -136,10 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip = load_clip(path, (0, frames) if frames else None, size)
         records += measure_anchors(clip, mode, families, device)
         if not args.no_pfnr:
-            records += run_pfnr(clip, mode, args.preset, args.device, args.out / f"{stem}_work")
+            records += run_pfnr(clip, mode, args, args.out / f"{stem}_work")
         write_records(records, args.out, stem, machine)  # partial results survive a crash
 
+    shutil.rmtree(args.out / f"{stem}_work", ignore_errors=True)
     plot_rd(records, args.out / f"{stem}.png", title=f"RD, {mode} mode")
+    shutil.rmtree(args.out / f"{stem}_work", ignore_errors=True)
     plot_rd(records, args.out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
     bd = markdown_table(bd_rows(records), ["clip", "test", "anchor", "BD-rate %", "BD-PSNR dB"])
     write_markdown(
@@ -147,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pfnr rate-distortion ({mode} mode)",
         machine,
         [
+            f"Every codec codes the same frames ({frames or 'all'} per clip, from the start) at "
+            f"the working size of pfnr preset `{args.preset}`. Anchors: yuv420p, CRF sweep, "
+            "bpp from the stream's bytes. pfnr: one fresh archive per point, bpp from the whole "
+            "file; its budget (epochs, minutes cap, epochs actually run) is in the points table.",
             "BD metrics (PCHIP over log-rate; negative BD-rate = fewer bits than the anchor at "
             "equal PSNR; '-' = curves do not overlap). pfnr's curve is the Pareto front of all "
             "its points.",

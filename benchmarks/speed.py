@@ -136,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clips", nargs="*", type=Path, help="two videos (default: shared clips)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--frames", type=int, default=None, help="first N frames of each clip")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per session")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--torchac", action="store_true", help="also time torchac (compiles)")
@@ -145,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     quick = args.quick
     stem = "speed_quick" if quick else "speed"
     paths = args.clips or [DEFAULT_CLIPS_DIR / "bigbuckbunny.mp4", DEFAULT_CLIPS_DIR / "bikes.mp4"]
-    frames = 16 if quick else 64
-    epochs = 4 if quick else 20
+    frames = args.frames or (16 if quick else 64)
+    epochs = args.epochs or (4 if quick else 20)
     repeats = 3 if quick else 5
     from pfnr_codec.config import working_size
     from pfnr_codec.video import probe_video
