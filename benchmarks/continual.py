@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = working_size(args.preset, info.height, info.width)  # the archive's, set by clip 1
     clips = [load_clip(p, (0, frames) if frames else None, size) for p in paths]
     machine = machine_info(args.device)
-    work = args.out / f"{stem}_work"
+    work = args.out / "tmp" / stem
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     options = EncodeOptions(preset=args.preset, epochs=epochs, minutes=minutes, device=args.device)

@@ -156,12 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         clip = load_clip(path, (0, frames) if frames else None, size)
         records += measure_anchors(clip, mode, families, device)
         if not args.no_pfnr:
-            records += run_pfnr(clip, mode, args, args.out / f"{stem}_work")
+            records += run_pfnr(clip, mode, args, args.out / "tmp" / stem)
         write_records(records, args.out, stem, machine)  # partial results survive a crash
 
-    shutil.rmtree(args.out / f"{stem}_work", ignore_errors=True)
+    shutil.rmtree(args.out / "tmp" / stem, ignore_errors=True)
     plot_rd(records, args.out / f"{stem}.png", title=f"RD, {mode} mode")
-    shutil.rmtree(args.out / f"{stem}_work", ignore_errors=True)
     plot_rd(records, args.out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
     bd = markdown_table(bd_rows(records), ["clip", "test", "anchor", "BD-rate %", "BD-PSNR dB"])
     write_markdown(
