@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -28,7 +29,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="pfnr: many videos in one progressive Fourier neural representation.",
 )
-out = Console()
+INTERRUPTED = 130
+# Piped output is not cut to 80 columns: tables stay whole for whoever reads the file.
+out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 DEBUG = {"on": bool(os.environ.get("PFNR_DEBUG"))}
 
@@ -51,12 +54,20 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _table(title: str) -> Table:
+    """Compact tables: they must stay readable in an 80-column terminal."""
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+
+
 def _session_table(title: str, sessions: list[Any], with_time: bool) -> Table:
-    table = Table(title=title)
-    columns = ["#", "name", "source", "frames", "fps", "PSNR dB", "MS-SSIM", "BPP", "new weights"]
-    columns += ["reused", "bytes"] + (["encode s"] if with_time else [])
+    table = _table(title)
+    columns = ["#", "name", "source", "frames", "fps", "PSNR", "MS-SSIM", "BPP", "new w."]
+    columns += ["reused", "bytes"] + (["time s"] if with_time else [])
     for column in columns:
-        table.add_column(column, justify="left" if column in ("name", "source") else "right")
+        if column in ("name", "source"):
+            table.add_column(column, overflow="fold", min_width=8)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for s in sessions:
         row = [str(s.session), s.name, s.source, str(s.frames), _fmt(s.fps), _fmt(s.psnr)]
         row += [_fmt(s.ms_ssim, 4), _fmt(s.bpp, 4), f"{s.new_weights:,}", f"{s.reused_share:.0%}"]
@@ -80,13 +91,15 @@ class _Bars:
             transient=False,
         )
         self.task: TaskID | None = None
+        self.label = ""
 
     def start(self, label: str) -> None:
-        self.task = self.progress.add_task(label, total=None, psnr="", epochs="")
+        """Name the next bar; it appears with the first epoch, after the input checks passed."""
+        self.label, self.task = label, None
 
     def update(self, p: Any) -> None:
         if self.task is None:
-            return
+            self.task = self.progress.add_task(self.label, total=None, psnr="", epochs="")
         label = "PSNR" if p.phase == "train" else "fine-tune PSNR"
         note = f"{label} {p.psnr:6.2f} dB  lr {p.learning_rate:.1e}"
         if p.recoveries:
@@ -185,10 +198,10 @@ def decode(
     if json_out:
         print(json.dumps(record))
         return
-    table = Table(title=f"session {session} of {archive} -> {written}")
-    for column in ("frames", "size", "BPP (session)", "bytes", "decode fps", "matches encode"):
+    table = _table(f"session {session} of {archive} -> {written}")
+    for column in ("frames", "size", "BPP", "bytes", "decode fps", "as encoded"):
         table.add_column(column, justify="right")
-    table.add_column("PSNR dB", justify="right")
+    table.add_column("PSNR", justify="right")
     table.add_column("MS-SSIM", justify="right")
     shape = result.frames.shape
     table.add_row(
@@ -223,14 +236,14 @@ def info(
         f"working size {w}x{h}, coder {report.coder}"
     )
     out.print(_session_table("sessions", report.sessions, with_time=False))
-    parts = Table(title="bytes")
+    parts = _table("bytes")
     for column in ("part", "bytes", "share"):
         parts.add_column(column, justify="right")
     for part, size in report.breakdown.items():
         parts.add_row(part, f"{size:,}", f"{size / max(1, report.file_bytes):.1%}")
     parts.add_row("file", f"{report.file_bytes:,}", f"archive BPP {report.bpp:.4f}")
     out.print(parts)
-    free = Table(title="free for future sessions")
+    free = _table("free for future sessions")
     free.add_column("layer")
     free.add_column("free", justify="right")
     for layer, share in report.free_share.items():
@@ -276,6 +289,8 @@ def main() -> None:
     started = time.monotonic()
     try:
         code = app(standalone_mode=False)
+        if code == INTERRUPTED:  # typer turns Ctrl-C into this code
+            raise KeyboardInterrupt
         if isinstance(code, int) and code:
             sys.exit(code)
     except PfnrError as exc:
@@ -287,7 +302,7 @@ def main() -> None:
         err.print(
             f"interrupted after {time.monotonic() - started:.0f} s; archives left as they were"
         )
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:

@@ -1,0 +1,134 @@
+"""Encode, decode and inspect through the api, on tiny synthetic clips."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+from pfnr_codec.container import read_archive
+from pfnr_codec.errors import ArchiveError, ConfigError, InputError, UsageError
+from pfnr_codec.metrics import psnr
+from pfnr_codec.video import read_video, resize_frames
+
+
+def test_session_one_decodes_identically_after_session_two(two_sessions):
+    after = decode_session(two_sessions["archive"], 1, size="working")
+    assert after.frames.tobytes() == two_sessions["before"].frames.tobytes()
+    assert after.matches_encode is True
+
+
+def test_decoding_a_fresh_load_gives_the_frames_fingerprinted_at_encode(two_sessions):
+    for session in (1, 2):
+        result = decode_session(two_sessions["archive"], session, size="working")
+        assert result.matches_encode is True
+        exact = decode_session(two_sessions["archive"], session, size="working", exact=True)
+        assert exact.matches_encode is True
+
+
+def test_decoding_twice_gives_the_same_bytes(two_sessions):
+    a = decode_session(two_sessions["archive"], 2, size="original")
+    b = decode_session(two_sessions["archive"], 2, size="original")
+    assert a.frames.tobytes() == b.frames.tobytes()
+
+
+def test_reported_bpp_comes_from_bytes_on_disk(two_sessions):
+    archive = two_sessions["archive"]
+    contents = read_archive(archive)
+    info = inspect_archive(archive)
+    h, w = info.working_size
+    assert info.file_bytes == archive.stat().st_size
+    assert sum(info.breakdown.values()) == info.file_bytes
+    for report, size in zip(info.sessions, contents.session_bytes, strict=True):
+        assert report.bytes == size
+        assert report.bpp == pytest.approx(size * 8 / (report.frames * h * w))
+    pixels = sum(s.frames for s in info.sessions) * h * w
+    assert info.bpp == pytest.approx(archive.stat().st_size * 8 / pixels)
+    first = two_sessions["reports"][0]
+    assert first.bytes == contents.session_bytes[0]
+
+
+def test_encode_report_matches_what_decode_measures(clips, two_sessions):
+    report = two_sessions["reports"][0]
+    result = decode_session(two_sessions["archive"], 1, size="working", reference=clips[0])
+    assert result.psnr == pytest.approx(report.psnr, abs=1e-9)
+    assert 0 < result.ms_ssim <= 1
+
+
+def test_decode_at_original_size_and_frame_ranges(clips, two_sessions):
+    source, _ = read_video(clips[0])
+    full = decode_session(two_sessions["archive"], 1)
+    assert full.frames.shape == source.shape
+    part = decode_session(two_sessions["archive"], 1, frames=(2, 5), size="working")
+    whole = decode_session(two_sessions["archive"], 1, size="working")
+    assert part.frames.tobytes() == whole.frames[2:5].tobytes()
+    with pytest.raises(InputError):
+        decode_session(two_sessions["archive"], 1, frames=(3, 99))
+
+
+def test_second_session_reuses_and_earlier_free_space_shrinks(two_sessions):
+    info = inspect_archive(two_sessions["archive"])
+    one = inspect_archive(two_sessions["one_session"])
+    assert info.sessions[1].reused_share > 0
+    for name, free in info.free_share.items():
+        assert free <= one.free_share[name]
+
+
+def test_unknown_session_and_bad_options(two_sessions, clips, tmp_path):
+    with pytest.raises(UsageError, match="sessions 1..2"):
+        decode_session(two_sessions["archive"], 3)
+    with pytest.raises(UsageError):
+        decode_session(two_sessions["archive"], 0)
+    copy = tmp_path / "copy.pfnr"
+    shutil.copyfile(two_sessions["archive"], copy)
+    with pytest.raises(ConfigError, match="preset"):
+        encode_video(copy, clips[2], EncodeOptions(preset="cpu", epochs=1))
+    with pytest.raises(ConfigError, match="capacity"):
+        encode_video(tmp_path / "new.pfnr", clips[2], EncodeOptions(preset="tiny", capacity=1.5))
+    assert not (tmp_path / "new.pfnr").exists()
+
+
+def test_corrupt_archive_is_reported_not_decoded(two_sessions, tmp_path):
+    data = bytearray(two_sessions["archive"].read_bytes())
+    data[len(data) // 2] ^= 0x40
+    bad = tmp_path / "bad.pfnr"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match="bad.pfnr"):
+        decode_session(bad, 1)
+    with pytest.raises(ArchiveError):
+        inspect_archive(tmp_path / "missing.pfnr")
+
+
+def test_frame_range_of_the_source_and_a_different_size_third_session(
+    two_sessions, clips, tmp_path
+):
+    archive = tmp_path / "three.pfnr"
+    shutil.copyfile(two_sessions["archive"], archive)
+    report = encode_video(archive, clips[2], EncodeOptions(epochs=4, frames=(1, 6), device="cpu"))
+    assert report.session == 3 and report.frames == 5
+    result = decode_session(archive, 3, reference=clips[2])
+    source, _ = read_video(clips[2], (1, 6))
+    assert result.frames.shape == source.shape
+    assert result.psnr == pytest.approx(psnr(result.frames, source))
+    for session in (1, 2):
+        again = decode_session(archive, session, size="working")
+        assert again.matches_encode is True
+    expected = resize_frames(source, *inspect_archive(archive).working_size)
+    assert expected.shape[1:3] == decode_session(archive, 3, size="working").frames.shape[1:3]
+
+
+def test_a_real_clip_end_to_end(tmp_path):
+    from conftest import CLIPS_DIR
+
+    clip = CLIPS_DIR / "carphone_pristine.mp4"
+    if not clip.exists():
+        pytest.skip("shared clips not present")
+    archive = tmp_path / "real.pfnr"
+    report = encode_video(archive, clip, EncodeOptions(preset="tiny", epochs=40, frames=(0, 8)))
+    assert report.psnr >= 20.0  # the tiny model at 24x32 on a real face sequence
+    result = decode_session(archive, 1, reference=clip, frames=None)
+    assert result.matches_encode is True
+    assert result.frames.shape == (8, 144, 176, 3)
+    assert np.isfinite(result.psnr)
