@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from synthetic import synthetic_frames, synthetic_tensor
 
 from pfnr_codec.config import PRESETS
 from pfnr_codec.model import PFNR
 from pfnr_codec.render import render_frames, session_weights
 from pfnr_codec.train import TrainSettings, fit_session
+
+from synthetic import synthetic_frames, synthetic_tensor
 
 CONFIG = PRESETS["tiny"].model_config(30, 44)
 FRAMES = 8
