@@ -16,8 +16,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks import anchors
-from benchmarks.bd import bd_psnr, bd_rate, pareto_front
+from benchmarks.bd import bd_psnr, bd_rate, overlap, pareto_front
 from benchmarks.common import (
     RESULTS_DIR,
     Clip,
@@ -27,6 +29,7 @@ from benchmarks.common import (
     load_clip,
     machine_info,
     markdown_table,
+    read_records,
     versions_string,
     write_markdown,
     write_records,
@@ -80,13 +83,20 @@ def bd_rows(records: Sequence[Record]) -> list[list]:
                     [p.bpp for p in test],
                     [p.psnr for p in test],
                 )
-                try:
-                    rate, gain = bd_rate(*args), bd_psnr(*args)
-                except PfnrError:
-                    rate = gain = float("nan")  # curves do not overlap: no average to report
-                rows.append([clip, test_label, ref_label, rate, gain])
+                rate = _or_nan(bd_rate, args)  # NaN: the curves do not overlap on that axis
+                gain = _or_nan(bd_psnr, args)
+                psnr_span = overlap(args[1], args[3])
+                rate_span = 2 ** overlap(np.log2(args[0]), np.log2(args[2]))
+                rows.append([clip, test_label, ref_label, rate, psnr_span, gain, rate_span])
     rows.sort(key=lambda row: (row[0], row[1] != "pfnr", row[1], row[2]))
     return rows
+
+
+def _or_nan(metric, args) -> float:
+    try:
+        return metric(*args)
+    except PfnrError:
+        return float("nan")
 
 
 def _front(points: Sequence[Record]) -> list[Record]:
@@ -142,12 +152,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="result file stem (default rd / rd_quick)")
+    parser.add_argument("--replot", type=Path, help="redraw report and plots from a records JSON")
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
     frames = args.frames or (16 if args.quick else None)
     stem = args.name or ("rd_quick" if args.quick else "rd")
-    families = [f for f in (args.anchors or anchors.available_anchors())]
+    if args.replot:
+        machine, records = read_records(args.replot)
+    else:
+        machine, records = measure(args, mode, frames, stem)
+    write_report(records, machine, args.out, stem, mode, frames, args.preset)
+    return 0
+
+
+def measure(
+    args: argparse.Namespace, mode: str, frames: int | None, stem: str
+) -> tuple[dict, list[Record]]:
+    """Anchors then pfnr on each clip; records are written after every clip."""
+    families = args.anchors or anchors.available_anchors()
     device = device_name(args.device)
     machine = machine_info(args.device)
     records: list[Record] = []
@@ -158,30 +181,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_pfnr:
             records += run_pfnr(clip, mode, args, args.out / "tmp" / stem)
         write_records(records, args.out, stem, machine)  # partial results survive a crash
-
     shutil.rmtree(args.out / "tmp" / stem, ignore_errors=True)
-    plot_rd(records, args.out / f"{stem}.png", title=f"RD, {mode} mode")
-    plot_rd(records, args.out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
-    bd = markdown_table(bd_rows(records), ["clip", "test", "anchor", "BD-rate %", "BD-PSNR dB"])
+    return machine, records
+
+
+def write_report(
+    records: Sequence[Record],
+    machine: dict,
+    out: Path,
+    stem: str,
+    mode: str,
+    frames: int | None,
+    preset: str,
+) -> None:
+    """Plots and the markdown report, from records only."""
+    plot_rd(records, out / f"{stem}.png", title=f"RD, {mode} mode")
+    plot_rd(records, out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
+    header = ["clip", "test", "anchor", "BD-rate %", "over PSNR span dB", "BD-PSNR dB"]
+    bd = markdown_table(bd_rows(records), [*header, "over rate span x"])
+    frames = frames or (records[0].frames if records else None)
     write_markdown(
-        args.out / f"{stem}.md",
+        out / f"{stem}.md",
         f"pfnr rate-distortion ({mode} mode)",
         machine,
         [
             f"Every codec codes the same frames ({frames or 'all'} per clip, from the start) at "
-            f"the working size of pfnr preset `{args.preset}`. Anchors: yuv420p, CRF sweep, "
+            f"the working size of pfnr preset `{preset}`. Anchors: yuv420p, CRF sweep, "
             "bpp from the stream's bytes. pfnr: one fresh archive per point, bpp from the whole "
             "file; its budget (epochs, minutes cap, epochs actually run) is in the points table.",
-            "BD metrics (PCHIP over log-rate; negative BD-rate = fewer bits than the anchor at "
-            "equal PSNR; '-' = curves do not overlap). pfnr's curve is the Pareto front of all "
-            "its points.",
+            "BD metrics (PCHIP over log-rate). Negative BD-rate = fewer bits than the anchor at "
+            "equal PSNR, averaged over the PSNR span both curves cover; BD-PSNR likewise over "
+            "the shared rate span, given as a max/min ratio; '-' = no overlap. pfnr's curve is "
+            "the Pareto front of all its points; a BD value over a thin span is a weak claim.",
             bd,
             f"![RD]({stem}.png)",
             "All points (bpp from real bytes over the working size; RGB PSNR averaged per frame):",
             points_table(records),
         ],
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.bd import _pchip_integral, bd_psnr, bd_rate, pareto_front
+from benchmarks.bd import _pchip_integral, bd_psnr, bd_rate, overlap, pareto_front
 from pfnr_codec.errors import InputError
 
 
@@ -67,3 +67,10 @@ def test_pareto_front_drops_dominated_points():
     front = pareto_front(rate, psnr)
     assert list(front) == [0, 1, 3]
     assert np.all(np.diff(rate[front]) > 0) and np.all(np.diff(psnr[front]) > 0)
+
+
+def test_overlap_is_the_shared_range():
+    assert overlap([30.0, 34.0, 38.0], [36.0, 40.0]) == pytest.approx(2.0)
+    assert overlap([30.0, 34.0], [35.0, 40.0]) == 0.0
+    rate, psnr = _curve(7)
+    assert overlap(psnr, psnr) == pytest.approx(psnr.max() - psnr.min())
