@@ -178,6 +178,7 @@ class _Trainer:
         optimizer = torch.optim.Adam(params, lr=base_lr, betas=(0.5, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
+        durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
         times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
         while epoch < epochs:
@@ -220,9 +221,9 @@ class _Trainer:
             best_psnr = max(best_psnr, psnr)
             pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
             elapsed = time.monotonic() - start
-            if minutes is not None and epoch == 1:
-                # Fit the schedule to the time budget once an epoch's cost is known.
-                epochs = max(1, min(epochs, int(minutes * 60 / elapsed)))
+            durations.append(elapsed - sum(durations))
+            if minutes is not None:
+                epochs = fit_epochs_to_budget(epoch, epochs, durations, minutes * 60 - elapsed)
             record = Progress(
                 phase,
                 epoch,
@@ -241,6 +242,17 @@ class _Trainer:
             self._load(sound[0])
             final = self.evaluate(weights)
         return final
+
+
+def fit_epochs_to_budget(done: int, cap: int, durations: list[float], seconds_left: float) -> int:
+    """Total epochs that fit the time left, judged from recent epochs (the first one pays warm-up).
+
+    Re-estimated after every epoch, so the cosine schedule follows a machine that speeds up or slows
+    down; never more than `cap`, and training ends once another epoch would overrun the budget.
+    """
+    recent = durations[1:][-3:] or durations
+    per_epoch = sum(recent) / len(recent)
+    return max(done, min(cap, done + int(max(0.0, seconds_left) / per_epoch)))
 
 
 def _fake_quantize(values: Tensor, new: Tensor, groups: Tensor, n_groups: int, bits: int) -> Tensor:

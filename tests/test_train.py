@@ -140,3 +140,13 @@ def test_finetune_phase_runs_and_keeps_quantized_values_exact():
         new = (t.mask & ~t.used_before).expand(mw.shape)
         expected = t.codes.astype(np.float32) * t.scales[mw.groups()[new].numpy()]
         assert np.array_equal(mw.frozen[new].numpy(), expected)
+
+
+def test_a_time_budget_sizes_the_schedule_from_recent_epochs():
+    from pfnr_codec.train import fit_epochs_to_budget
+
+    # The first epoch paid a 10 s warm-up; later ones take 2 s: 10 s left fit 5 more.
+    assert fit_epochs_to_budget(3, 100, [10.0, 2.0, 2.0], 10.0) == 8
+    assert fit_epochs_to_budget(3, 5, [10.0, 2.0, 2.0], 10.0) == 5
+    assert fit_epochs_to_budget(3, 100, [10.0, 2.0, 2.0], -1.0) == 3
+    assert fit_epochs_to_budget(1, 100, [4.0], 8.0) == 3
