@@ -154,7 +154,7 @@ PRESETS: dict[str, Preset] = {
         capacity=0.3,
         bits=8,
         epochs=150,
-        learning_rate=5e-3,
+        learning_rate=2e-2,
         batch_size=4,
     ),
     "paper": Preset(
