@@ -1,48 +1,46 @@
-"""Entropy coding of integer codes, mask bits and float side information.
+"""Self-contained byte streams of integer codes, mask bits and float side information.
 
-Two interchangeable coders sit behind `EntropyCoder` (its name goes in the archive header):
-both code i.i.d. symbols under an integer frequency table summing to 2**PRECISION_BITS.
-On top of them this module defines self-contained byte streams (layouts in docs/FORMAT.md):
-
+Layouts in docs/FORMAT.md; the symbols go through one of the coders of `coders.py`:
 - ints stream: value offset, alphabet size and an integer histogram (the side information),
   then the coder payload;
 - bits stream: constant, order-0 or run-length coded, whichever is shortest;
 - floats stream: raw little-endian float32, zstd-compressed when that is shorter.
-
-Determinism: every probability the decoder uses comes from integers stored in the stream.
-constriction's Categorical model only takes floats, so it is fed `freqs / 2**16` as float64 with
-perfect=False. Its fast quantizer then computes, in f64, cdf_i = floor(C_i * (2**24 - n) / 2**16)
-+ i, where C_i is our integer cumulative frequency and n the alphabet size. Our inputs are dyadic
-and every intermediate is an integer multiple of 2**-16 below 2**41, so every f64 operation is
-exact: nothing is ever rounded, and every CPU derives the same 24-bit integer table from the
-stored integers. tests/test_entropy.py probes constriction's decoder at every interval edge to
-check that the installed version computes exactly this table.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import tempfile
-from typing import Any, Protocol
-
 import numpy as np
 import zstandard
 
+from .byteio import Reader, unzigzag, uvarint, zigzag
+from .coders import (
+    CODERS,
+    DEFAULT_CODER,
+    MAX_COUNT,
+    PRECISION_BITS,
+    TOTAL_FREQ,
+    EntropyCoder,
+    check_count,
+    get_coder,
+)
 from .errors import ArchiveError, ConfigError
 
-PRECISION_BITS = 16
-TOTAL_FREQ = 1 << PRECISION_BITS
-CODERS: tuple[str, ...] = ("constriction", "torchac")
-DEFAULT_CODER = "constriction"
+__all__ = [
+    "CODERS",
+    "DEFAULT_CODER",
+    "EntropyCoder",
+    "decode_bits",
+    "decode_floats",
+    "decode_ints",
+    "encode_bits",
+    "encode_floats",
+    "encode_ints",
+    "get_coder",
+    "ints_side_bytes",
+    "normalize_counts",
+]
 
-MAX_COUNT = 1 << 28  # most symbols one stream may hold (decoders refuse larger counts)
 MAX_ALPHABET = 4096  # widest value range of a coded ints stream; wider ranges are stored raw
-MAX_CODER_ALPHABET = 1 << 15  # torchac codes int16 symbols
-_CHUNK = 1 << 20  # symbols mapped at a time, to bound temporary memory
-
-_ANS_PRECISION = 24  # constriction's fixed-point precision (DefaultAnsCoder)
 
 _INT_CONST, _INT_CODED, _INT_RAW = 0, 1, 2
 _BITS_CONST, _BITS_ORDER0, _BITS_RUNS = 0, 1, 2
@@ -50,296 +48,6 @@ _FLOAT_RAW, _FLOAT_ZSTD = 0, 1
 
 _RUN_DIRECT = 64  # run lengths 1..64 have their own symbol; longer ones use an octave + raw bits
 _RUN_MAX_SYMBOL = _RUN_DIRECT + (MAX_COUNT - 1).bit_length() - 7
-
-
-class EntropyCoder(Protocol):
-    """Codes i.i.d. symbols under an integer frequency table summing to 2**PRECISION_BITS."""
-
-    name: str
-
-    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes: ...
-
-    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray: ...
-
-
-# ---------------------------------------------------------------------------- shared checks
-
-
-def _check_count(count: int, where: str) -> int:
-    if isinstance(count, bool) or not isinstance(count, int | np.integer):
-        raise ArchiveError(f"{where}: symbol count must be an integer, got {count!r}")
-    if not 0 <= count <= MAX_COUNT:
-        raise ArchiveError(f"{where}: symbol count must be in 0..{MAX_COUNT}, got {count}")
-    return int(count)
-
-
-def _compact_model(freqs: np.ndarray, error: type[Exception]) -> tuple[np.ndarray, np.ndarray]:
-    """Validate a frequency table; return (used symbols, their freqs), dropping zero entries.
-
-    Coding only the used symbols keeps every coded interval non-empty, which torchac's decoder
-    needs (its binary search can land on a zero-width symbol).
-    """
-    freqs = np.asarray(freqs)
-    if freqs.ndim != 1 or not 1 <= freqs.shape[0] <= MAX_CODER_ALPHABET:
-        raise error(
-            f"frequency table must be 1-D with 1..{MAX_CODER_ALPHABET} entries, got {freqs.shape}"
-        )
-    if not np.issubdtype(freqs.dtype, np.integer):
-        raise error(f"frequencies must be integers, got dtype {freqs.dtype}")
-    freqs = freqs.astype(np.int64)
-    if freqs.min() < 0 or int(freqs.sum()) != TOTAL_FREQ:
-        raise error(f"frequencies must be >= 0 and sum to {TOTAL_FREQ}, sum is {int(freqs.sum())}")
-    used = np.flatnonzero(freqs)
-    return used, freqs[used]
-
-
-def _symbol_chunks(symbols: np.ndarray, freqs_len: int, used: np.ndarray):
-    """Yield (start, compact indices int32) per chunk, checking each symbol has a frequency."""
-    symbols = np.asarray(symbols)
-    if symbols.ndim != 1 or (symbols.size and not np.issubdtype(symbols.dtype, np.integer)):
-        raise ConfigError(
-            f"symbols must be a 1-D integer array, got {symbols.dtype}{symbols.shape}"
-        )
-    lut = np.full(freqs_len, -1, dtype=np.int32)
-    lut[used] = np.arange(used.shape[0], dtype=np.int32)
-    for start in range(0, symbols.shape[0], _CHUNK):
-        part = symbols[start : start + _CHUNK]
-        if part.min() < 0 or part.max() >= freqs_len:
-            raise ConfigError(
-                f"symbols must lie in [0, {freqs_len}), found {part.min()}..{part.max()}"
-            )
-        idx = lut[part]
-        if idx.min() < 0:
-            raise ConfigError("a symbol to encode has frequency 0")
-        yield start, idx
-
-
-# ---------------------------------------------------------------------------- coders
-
-
-class ConstrictionCoder:
-    """ANS (constriction's AnsCoder) with a categorical model built exactly from integers."""
-
-    name = "constriction"
-
-    def _model(self, f: np.ndarray) -> Any:
-        import constriction
-
-        probabilities = f.astype(np.float64) / TOTAL_FREQ  # dyadic: exact, see module docstring
-        return constriction.stream.model.Categorical(probabilities, perfect=False)
-
-    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes:
-        import constriction
-
-        used, f = _compact_model(freqs, ConfigError)
-        chunks = list(_symbol_chunks(symbols, len(freqs), used))
-        if used.shape[0] == 1 or not chunks:
-            return b""
-        model = self._model(f)
-        coder = constriction.stream.stack.AnsCoder()
-        for _, idx in reversed(chunks):  # ANS is a stack: push the last chunk first
-            coder.encode_reverse(idx, model)
-        return coder.get_compressed().astype("<u4").tobytes()
-
-    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray:
-        import constriction
-
-        count = _check_count(count, "constriction payload")
-        used, f = _compact_model(freqs, ArchiveError)
-        if count == 0 or used.shape[0] == 1:
-            if data:
-                raise ArchiveError(f"constriction payload: expected 0 bytes, found {len(data)}")
-            return np.full(count, used[0], dtype=np.int32)
-        if len(data) == 0 or len(data) % 4:
-            raise ArchiveError(
-                f"constriction payload: expected a non-empty multiple of 4 bytes, found {len(data)}"
-            )
-        out = np.empty(count, dtype=np.int32)
-        try:
-            coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, "<u4").astype(np.uint32))
-            model = self._model(f)
-            for start in range(0, count, _CHUNK):
-                n = min(_CHUNK, count - start)
-                out[start : start + n] = used[coder.decode(model, n)]
-            empty = coder.is_empty()
-        except Exception as exc:  # constriction raises assorted errors on garbage
-            raise ArchiveError(f"constriction payload is corrupt ({exc})") from None
-        if not empty:
-            raise ArchiveError("constriction payload is corrupt (data left after the last symbol)")
-        return out
-
-
-_TORCHAC: Any = None
-
-
-def _import_torchac() -> Any:
-    """Import torchac (it compiles C++ with ninja the first time) with its output silenced."""
-    global _TORCHAC
-    if _TORCHAC is not None:
-        return _TORCHAC
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            with contextlib.redirect_stdout(sys.stderr):
-                import torchac  # noqa: PLC0415
-        except Exception as exc:
-            log.seek(0)
-            tail = log.read()[-300:].decode("utf-8", "replace").replace("\n", " ")
-            raise ConfigError(f"torchac coder unavailable ({exc}); build output: {tail}") from None
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-    _TORCHAC = torchac
-    return torchac
-
-
-class TorchacCoder:
-    """torchac's arithmetic coder; it wants one int16 CDF row per symbol, so it codes in chunks.
-
-    Payload: uvarint chunk_symbols, then per chunk uvarint(byte length) + torchac bytes.
-    """
-
-    name = "torchac"
-
-    @staticmethod
-    def _cdf_row(f: np.ndarray) -> np.ndarray:
-        cdf = np.zeros(f.shape[0] + 1, dtype=np.int64)  # last entry unused (torchac assumes 2**16)
-        cdf[1:-1] = np.cumsum(f)[:-1]
-        return cdf.astype(np.uint16).view(np.int16)
-
-    @staticmethod
-    def _chunk_symbols(n_used: int) -> int:
-        return max(1, min(1 << 16, (1 << 23) // (n_used + 1)))  # CDF block <= 16 MiB
-
-    def encode(self, symbols: np.ndarray, freqs: np.ndarray) -> bytes:
-        used, f = _compact_model(freqs, ConfigError)
-        chunks = list(_symbol_chunks(symbols, len(freqs), used))
-        if used.shape[0] == 1 or not chunks:
-            return b""
-        torch = __import__("torch")
-        torchac = _import_torchac()
-        row = self._cdf_row(f)
-        step = self._chunk_symbols(used.shape[0])
-        out = [_uvarint(step)]
-        for _, idx in chunks:
-            for s in range(0, idx.shape[0], step):
-                part = idx[s : s + step].astype(np.int16)
-                cdf = torch.from_numpy(np.broadcast_to(row, (part.shape[0], row.shape[0])).copy())
-                data = torchac.encode_int16_normalized_cdf(cdf, torch.from_numpy(part))
-                out += [_uvarint(len(data)), data]
-        return b"".join(out)
-
-    def decode(self, data: bytes, freqs: np.ndarray, count: int) -> np.ndarray:
-        count = _check_count(count, "torchac payload")
-        used, f = _compact_model(freqs, ArchiveError)
-        if count == 0 or used.shape[0] == 1:
-            if data:
-                raise ArchiveError(f"torchac payload: expected 0 bytes, found {len(data)}")
-            return np.full(count, used[0], dtype=np.int32)
-        torch = __import__("torch")
-        torchac = _import_torchac()
-        reader = _Reader(data, "torchac payload")
-        step = reader.uvarint(1 << 16)
-        if step < 1:
-            raise ArchiveError("torchac payload: chunk size must be >= 1, found 0")
-        row = self._cdf_row(f)
-        out = np.empty(count, dtype=np.int32)
-        for start in range(0, count, step):
-            n = min(step, count - start)
-            chunk = reader.take(reader.uvarint(len(data)))
-            cdf = torch.from_numpy(np.broadcast_to(row, (n, row.shape[0])).copy())
-            try:
-                sym = torchac.decode_int16_normalized_cdf(cdf, chunk).numpy()
-            except Exception as exc:
-                raise ArchiveError(f"torchac payload is corrupt ({exc})") from None
-            out[start : start + n] = used[sym.astype(np.int64)]
-        reader.end()
-        return out
-
-
-def get_coder(name: str) -> EntropyCoder:
-    """The coder recorded under `name` in an archive header."""
-    if name == "constriction":
-        return ConstrictionCoder()
-    if name == "torchac":
-        return TorchacCoder()
-    raise ConfigError(f"unknown entropy coder {name!r}; valid coders: {', '.join(CODERS)}")
-
-
-# ---------------------------------------------------------------------------- byte helpers
-
-
-def _uvarint(value: int) -> bytes:
-    """Unsigned LEB128."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _zigzag(value: int) -> int:
-    return 2 * value if value >= 0 else -2 * value - 1
-
-
-def _unzigzag(value: int) -> int:
-    return value >> 1 if value % 2 == 0 else -((value + 1) >> 1)
-
-
-class _Reader:
-    """Bounds-checked cursor over a stream; every failure is an ArchiveError naming the offset."""
-
-    def __init__(self, data: bytes, where: str) -> None:
-        self.data = memoryview(bytes(data))
-        self.pos = 0
-        self.where = where
-
-    def fail(self, what: str) -> ArchiveError:
-        return ArchiveError(f"{self.where}: {what} at byte {self.pos} of {len(self.data)}")
-
-    def u8(self) -> int:
-        if self.pos >= len(self.data):
-            raise self.fail("unexpected end of stream")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def uvarint(self, limit: int) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.u8()
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if value > limit:
-                raise self.fail(f"value {value} exceeds the limit {limit}")
-            if not byte & 0x80:
-                return value
-            if shift > 63:
-                raise self.fail("varint longer than 9 bytes")
-
-    def take(self, n: int) -> bytes:
-        if n > len(self.data) - self.pos:
-            raise self.fail(f"{n} bytes announced, {len(self.data) - self.pos} left")
-        self.pos += n
-        return bytes(self.data[self.pos - n : self.pos])
-
-    def rest(self) -> bytes:
-        return self.take(len(self.data) - self.pos)
-
-    def end(self) -> None:
-        if self.pos != len(self.data):
-            raise self.fail(f"{len(self.data) - self.pos} unexpected trailing bytes")
 
 
 def _bit_length(values: np.ndarray) -> np.ndarray:
@@ -415,7 +123,7 @@ def _histogram_to_bytes(freqs: np.ndarray, k: int) -> bytes:
     return bytes([k | flag]) + int(bits, 2).to_bytes(len(bits) // 8, "big")
 
 
-def _histogram_from_bytes(reader: _Reader, n: int) -> tuple[np.ndarray, int]:
+def _histogram_from_bytes(reader: Reader, n: int) -> tuple[np.ndarray, int]:
     head = reader.u8()
     k, delta = head & 0x7F, bool(head & 0x80)
     if not 1 <= k <= PRECISION_BITS:
@@ -478,28 +186,28 @@ def encode_ints(values: np.ndarray, coder: EntropyCoder) -> bytes:
     if values.shape[0] > MAX_COUNT:
         raise ConfigError(f"encode_ints codes at most {MAX_COUNT} values, got {values.shape[0]}")
     if values.size == 0:
-        return bytes([_INT_CONST]) + _uvarint(0)
+        return bytes([_INT_CONST]) + uvarint(0)
     lo, hi = int(values.min()), int(values.max())
     if lo < -(2**31) or hi >= 2**31:
         raise ConfigError(f"encode_ints values must fit int32, found {lo}..{hi}")
     if lo == hi:
-        return bytes([_INT_CONST]) + _uvarint(_zigzag(lo))
+        return bytes([_INT_CONST]) + uvarint(zigzag(lo))
     n = hi - lo + 1
     if n > MAX_ALPHABET:
         return bytes([_INT_RAW]) + _zstd_compress(values.astype("<i4").tobytes())
     shifted = (values - np.asarray(lo, dtype=values.dtype)).astype(np.int32)
     freqs, side = _choose_histogram(np.bincount(shifted, minlength=n))
-    head = bytes([_INT_CODED]) + _uvarint(_zigzag(lo)) + _uvarint(n)
+    head = bytes([_INT_CODED]) + uvarint(zigzag(lo)) + uvarint(n)
     return head + side + coder.encode(shifted, freqs)
 
 
 def decode_ints(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
     """Inverse of encode_ints: an int32 array of length `count`."""
-    count = _check_count(count, "ints stream")
-    reader = _Reader(data, "ints stream")
+    count = check_count(count, "ints stream")
+    reader = Reader(data, "ints stream")
     mode = reader.u8()
     if mode == _INT_CONST:
-        value = _unzigzag(reader.uvarint(2**32))
+        value = unzigzag(reader.uvarint(2**32))
         reader.end()
         if not -(2**31) <= value < 2**31:
             raise reader.fail(f"constant {value} does not fit int32")
@@ -509,7 +217,7 @@ def decode_ints(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
         return np.frombuffer(raw, "<i4").astype(np.int32)
     if mode != _INT_CODED:
         raise ArchiveError(f"ints stream: unknown mode {mode} (expected 0, 1 or 2)")
-    lo = _unzigzag(reader.uvarint(2**32))
+    lo = unzigzag(reader.uvarint(2**32))
     n = reader.uvarint(MAX_ALPHABET)
     if n < 2 or lo < -(2**31) or lo + n > 2**31:
         raise reader.fail(f"value range {lo}+[0, {n}) is invalid")
@@ -522,7 +230,7 @@ def decode_ints(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
 def ints_side_bytes(data: bytes) -> int:
     """Bytes of an ints stream before its coder payload: the side information (mode byte, offset,
     alphabet size, histogram). The whole stream for constant and raw streams."""
-    reader = _Reader(data, "ints stream")
+    reader = Reader(data, "ints stream")
     if reader.u8() != _INT_CODED:
         return len(data)
     reader.uvarint(2**32)
@@ -562,11 +270,11 @@ def _encode_runs(bits: np.ndarray, coder: EntropyCoder) -> bytes:
     for j in range(int(nbits.max(initial=0))):
         live = nbits > j
         raw[offsets[:-1][live] + j] = (v[live] >> (nbits[live] - 1 - j)) & 1
-    head = bytes([_BITS_RUNS, first]) + _uvarint(lengths.shape[0])
-    return head + _uvarint(len(a)) + a + _uvarint(len(b)) + b + np.packbits(raw).tobytes()
+    head = bytes([_BITS_RUNS, first]) + uvarint(lengths.shape[0])
+    return head + uvarint(len(a)) + a + uvarint(len(b)) + b + np.packbits(raw).tobytes()
 
 
-def _decode_runs(reader: _Reader, count: int, coder: EntropyCoder) -> np.ndarray:
+def _decode_runs(reader: Reader, count: int, coder: EntropyCoder) -> np.ndarray:
     first = reader.u8()
     n_runs = reader.uvarint(count)
     if first > 1 or n_runs < 1:
@@ -621,15 +329,15 @@ def encode_bits(bits: np.ndarray, coder: EntropyCoder) -> bytes:
         return bytes([_BITS_CONST, int(ones > 0)])
     f1 = min(max((2 * ones * TOTAL_FREQ + n) // (2 * n), 1), TOTAL_FREQ - 1)
     freqs = np.array([TOTAL_FREQ - f1, f1], dtype=np.int64)
-    order0 = bytes([_BITS_ORDER0]) + _uvarint(f1) + coder.encode(bits.view(np.uint8), freqs)
+    order0 = bytes([_BITS_ORDER0]) + uvarint(f1) + coder.encode(bits.view(np.uint8), freqs)
     runs = _encode_runs(bits, coder)
     return runs if len(runs) < len(order0) else order0
 
 
 def decode_bits(data: bytes, count: int, coder: EntropyCoder) -> np.ndarray:
     """Inverse of encode_bits: a bool array of length `count`."""
-    count = _check_count(count, "bits stream")
-    reader = _Reader(data, "bits stream")
+    count = check_count(count, "bits stream")
+    reader = Reader(data, "bits stream")
     mode = reader.u8()
     if mode == _BITS_CONST:
         value = reader.u8()
@@ -665,8 +373,8 @@ def encode_floats(values: np.ndarray) -> bytes:
 
 def decode_floats(data: bytes, count: int) -> np.ndarray:
     """Inverse of encode_floats: the identical float32 bits, length `count`."""
-    count = _check_count(count, "floats stream")
-    reader = _Reader(data, "floats stream")
+    count = check_count(count, "floats stream")
+    reader = Reader(data, "floats stream")
     mode = reader.u8()
     if mode == _FLOAT_RAW:
         raw = reader.rest()
