@@ -1,0 +1,43 @@
+"""Writes the golden archive of the current format version and the fingerprints its decodes must keep.
+
+Run once per format version (python tests/golden/make_golden.py); the files it writes are committed and
+decoded by tests/test_golden.py forever after.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint  # noqa: E402
+from pfnr_codec.container import FORMAT_VERSION  # noqa: E402
+from pfnr_codec.video import write_video  # noqa: E402
+
+from synthetic import synthetic_frames  # noqa: E402
+
+
+def main() -> None:
+    version = ".".join(map(str, FORMAT_VERSION))
+    archive = HERE / f"v{version}.pfnr"
+    archive.unlink(missing_ok=True)
+    expected = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for session, (seed, size) in enumerate([(101, (30, 44)), (102, (26, 38))], start=1):
+            clip = Path(tmp) / f"golden{session}.mkv"
+            write_video(synthetic_frames(6, *size, seed=seed), clip, fps=25)
+            encode_video(archive, clip, EncodeOptions(preset="tiny", epochs=4, device="cpu"))
+        for session in (1, 2):
+            frames = decode_session(
+                archive, session, size="working", exact=True, device="cpu"
+            ).frames
+            expected[str(session)] = fingerprint(frames)
+    (HERE / f"v{version}.json").write_text(json.dumps({"sha256_exact": expected}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
