@@ -134,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames = args.frames or (16 if quick else None)
     epochs = args.epochs or (40 if quick else 150)
     minutes = args.minutes or (0.2 if quick else 3.0)
+    if args.epochs and not args.minutes:
+        minutes = None  # a fixed number of epochs: every method gets the same steps
     from pfnr_codec.config import working_size
     from pfnr_codec.video import probe_video
 
@@ -160,8 +162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_records(records, args.out, stem, machine)
     sections = [
         f"{len(clips)} clips at the archive's working size {size[1]}x{size[0]}, "
-        f"{clips[0].shape[0]} frames each (first N), preset {args.preset}, up to {epochs} epochs "
-        f"or {minutes} min per session. Rates from real bytes: total bytes after the last "
+        f"{clips[0].shape[0]} frames each (first N), preset {args.preset}, {epochs} epochs per "
+        f"session" + (f" or {minutes} min, whichever ends first" if minutes else "") + ", the "
+        "same for every method. Rates from real bytes: total bytes after the last "
         "session over all sessions' pixels.",
         "## Summary",
         markdown_table(
