@@ -85,8 +85,8 @@ def bd_rows(records: Sequence[Record]) -> list[list]:
                 )
                 rate = _or_nan(bd_rate, args)  # NaN: the curves do not overlap on that axis
                 gain = _or_nan(bd_psnr, args)
-                psnr_span = overlap(args[1], args[3])
-                rate_span = 2 ** overlap(np.log2(args[0]), np.log2(args[2]))
+                psnr_span = overlap(args[1], args[3]) or float("nan")
+                rate_span = 2 ** (overlap(np.log2(args[0]), np.log2(args[2])) or float("nan"))
                 rows.append([clip, test_label, ref_label, rate, psnr_span, gain, rate_span])
     rows.sort(key=lambda row: (row[0], row[1] != "pfnr", row[1], row[2]))
     return rows
