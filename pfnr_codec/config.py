@@ -29,6 +29,7 @@ class ModelConfig:
     fso_block: int | None = 1  # index of the f-NeRV block (None: plain NeRV)
     fso_modes: tuple[int, int] = (4, 4)  # kept frequencies: rows of each sign, columns
     fso_only: bool = False  # the f-NeRV block drops its conv+PixelShuffle branch
+    linear_mask_block: int = 4  # consecutive inputs of a stem row sharing one mask bit
 
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.channels) or not self.strides:
@@ -38,6 +39,7 @@ class ModelConfig:
             )
         positive = [self.base_height, self.base_width, self.base_channels, self.stem_hidden]
         positive += [*self.strides, *self.channels, self.pe_levels, *self.fso_modes]
+        positive.append(self.linear_mask_block)
         if min(positive) < 1:
             raise ConfigError(f"model sizes must be positive, got {self}")
         if self.fso_block is not None and not 0 <= self.fso_block < len(self.strides):

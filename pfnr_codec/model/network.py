@@ -28,18 +28,30 @@ def positional_encoding(t: Tensor, levels: int, base: float) -> Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-class MaskedLinear(nn.Module):
-    """Linear layer without bias over a masked weight (out, in)."""
+def mask_block_size(in_features: int, block: int) -> int:
+    """Largest divisor of `in_features` not above `block`: inputs sharing one mask bit."""
+    return next(k for k in range(max(1, block), 0, -1) if in_features % k == 0)
 
-    def __init__(self, in_features: int, out_features: int, channel_block: int = 1) -> None:
+
+class MaskedLinear(nn.Module):
+    """Linear layer without bias; one mask bit per run of `block` consecutive inputs of a row.
+
+    The weight is kept as (out, in / block, block) so the mask broadcasts over the last axis.
+    """
+
+    def __init__(
+        self, in_features: int, out_features: int, block: int = 1, channel_block: int = 1
+    ) -> None:
         super().__init__()
-        shape = (out_features, in_features)
+        k = mask_block_size(in_features, block)
+        shape = (out_features, in_features // k, k)
         self.weight = MaskedWeight(
-            shape, shape, in_features, channel_axis=0, channel_block=channel_block
+            shape, shape[:2] + (1,), in_features, channel_axis=0, channel_block=channel_block
         )
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.linear(x, self.weight() if weight is None else weight)
+        w = self.weight() if weight is None else weight
+        return F.linear(x, w.reshape(w.shape[0], -1))
 
 
 class MaskedConv3x3(nn.Module):
@@ -109,9 +121,10 @@ class PFNR(nn.Module):
         super().__init__()
         self.config = config
         cells = config.base_height * config.base_width
-        self.stem_in = MaskedLinear(2 * config.pe_levels, config.stem_hidden)
+        block = config.linear_mask_block
+        self.stem_in = MaskedLinear(2 * config.pe_levels, config.stem_hidden, block)
         # The stem's large output layer is quantized per feature-map channel, not per row.
-        self.stem_out = MaskedLinear(config.stem_hidden, config.base_channels * cells, cells)
+        self.stem_out = MaskedLinear(config.stem_hidden, config.base_channels * cells, block, cells)
         blocks = []
         in_channels, h, w = config.base_channels, config.base_height, config.base_width
         for i, (stride, out_channels) in enumerate(
