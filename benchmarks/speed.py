@@ -132,6 +132,39 @@ def measure_entropy(coders: Sequence[str], n: int, repeats: int) -> list[list[ob
     return rows
 
 
+def measure_mask_overhead(
+    preset: str, size: tuple[int, int], device: str, repeats: int, capacity: float = 0.3
+) -> dict[str, float]:
+    """Seconds per training step with session masks vs the same network without them.
+
+    Both steps run forward, loss and backward on the same batch; the masked one adds the top-k
+    masks, the straight-through estimator and the frozen/free merge. Alternated, best of repeats.
+    """
+    from pfnr_codec.config import get_preset
+    from pfnr_codec.model import PFNR
+    from pfnr_codec.render import frame_times
+    from pfnr_codec.train import TrainSettings, begin_session, dense_weights, reconstruction_loss
+
+    target = resolve_device(device)
+    model = PFNR(get_preset(preset).model_config(*size)).to(target)
+    head = begin_session(model, TrainSettings(capacity=capacity), session_seed=1)
+    batch = get_preset(preset).batch_size
+    frames = torch.rand(batch, 3, model.config.height, model.config.width, device=target)
+    t = frame_times(torch.arange(batch), 100).float().to(target)
+
+    def step(masked: bool) -> None:
+        out = model(t, head, None if masked else dense_weights(model))
+        reconstruction_loss(out, frames).backward()
+        model.zero_grad(set_to_none=True)
+        head.zero_grad(set_to_none=True)
+
+    masked, dense = [], []
+    for _ in range(repeats):
+        masked.append(best_of(lambda: step(True), 2))
+        dense.append(best_of(lambda: step(False), 2))
+    return {"masked_s": min(masked), "dense_s": min(dense), "ratio": min(masked) / min(dense)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clips", nargs="*", type=Path, help="two videos (default: shared clips)")
@@ -168,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     encode_video(work / "warmup.pfnr", clips[0].path, warm)
     encode_rows = measure_encode(clips, archive, options)
     decode = measure_decode(archive, 1, args.device, repeats)
+    overhead = measure_mask_overhead(args.preset, size, args.device, repeats)
     h264_fps, h264_bytes = measure_h264(clips[0], repeats)
     coders = ["constriction", "torchac"] if args.torchac else ["constriction"]
     entropy_rows = measure_entropy(coders, 200_000 if quick else 2_000_000, repeats)
@@ -185,11 +219,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             encode_rows,
             ["session", "clip", "seconds", "epochs", "s/epoch", "PSNR", "peak RSS MB"],
         ),
+        "## Mask machinery (one training step, same network with and without session masks)",
+        markdown_table(
+            [
+                [
+                    f"{overhead['masked_s']:.4f}",
+                    f"{overhead['dense_s']:.4f}",
+                    f"{overhead['ratio']:.3f}",
+                ]
+            ],
+            ["masked s/step", "unmasked s/step", "ratio"],
+        ),
         "## Decode (session 1)",
         markdown_table(
             [[f"pfnr {k}", v] for k, v in decode.items()]
             + [[f"PyAV H.264 decode to RGB ({h264_bytes} B stream)", h264_fps]],
             ["decoder", "frames/s"],
+        ),
+        markdown_table(
+            [[k, f"{v / h264_fps:.3f}"] for k, v in decode.items()],
+            ["pfnr decode", "frames/s relative to PyAV H.264"],
         ),
         "## Entropy coding",
         markdown_table(
@@ -204,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "machine": machine,
                 "encode": encode_rows,
                 "decode_fps": decode,
+                "mask_overhead": overhead,
                 "h264_decode_fps": h264_fps,
                 "entropy": entropy_rows,
                 "peak_rss_mb": peak,
