@@ -267,10 +267,13 @@ def demo(
         result = run_demo(folder, minutes, bars.start, bars.update)
     if json_out:
         print(json.dumps(result))
-        return
-    out.print(f"archive: {result['archive']}")
-    for line in result["lines"]:
-        out.print(line)
+    else:
+        out.print(f"archive: {result['archive']}")
+        for line in result["lines"]:
+            out.print(line)
+    if not result["identical"]:
+        err.print("[red]error:[/] session 1 changed when session 2 was added")
+        sys.exit(1)
 
 
 @app.callback(invoke_without_command=True)
