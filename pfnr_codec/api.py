@@ -154,6 +154,8 @@ def _open_or_create(
         preset_name = str(loaded.header.get("preset", "cpu"))
         _check_same(options.preset, preset_name, "preset", archive)
         _check_same(options.coder, loaded.header["coder"], "coder", archive)
+        if options.width_scale != 1.0:
+            raise ConfigError(f"{archive} exists: a width scale applies to new archives only")
         return loaded.header, loaded.model, loaded.session_count, preset_name
     preset_name = options.preset or "cpu"
     preset = scaled_preset(get_preset(preset_name), options.width_scale)
