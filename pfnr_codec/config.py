@@ -156,8 +156,8 @@ PRESETS: dict[str, Preset] = {
         capacity=0.3,
         bits=8,
         epochs=150,
-        learning_rate=2e-2,
-        batch_size=4,
+        learning_rate=1e-2,
+        batch_size=2,
     ),
     "paper": Preset(
         name="paper",
