@@ -147,15 +147,16 @@ class _Trainer:
 
     @torch.no_grad()
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
-        """PSNR of the current state over all frames (one forward pass, no training)."""
+        """Mean per-frame PSNR of the current state (as `metrics.psnr` reports decoded frames)."""
         frames, n = self.frames, self.frames.shape[0]
         times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
-        squared = 0.0
+        total = 0.0
         for lo in range(0, n, self.settings.batch_size):
             output = self.model(times[lo : lo + self.settings.batch_size], self.head, weights())
             target = frames[lo : lo + self.settings.batch_size]
-            squared += F.mse_loss(output, target, reduction="sum").item() / output[0].numel()
-        return psnr_from_mse(squared / n) if math.isfinite(squared) else -math.inf
+            per_frame = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
+            total += sum(psnr_from_mse(float(mse)) for mse in per_frame)
+        return total / n if math.isfinite(total) else -math.inf
 
     def run(
         self,
