@@ -27,7 +27,7 @@ from .model import PFNR, Head, MaskedWeight
 from .quant import dequantize, quantize
 from .render import frame_times
 
-COLLAPSE_DROP_DB = 4.0  # an epoch this far below the best one counts as a collapse
+COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' best PSNR so far counts as a collapse
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
 
@@ -179,6 +179,9 @@ class _Trainer:
         optimizer = torch.optim.Adam(params, lr=base_lr, betas=(0.5, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
+        # Best PSNR seen per frame: frames differ by many dB, so a batch is judged against its own
+        # frames' history, never against the epoch average (which small batches straddle).
+        frame_best = np.full(n, -math.inf)
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
         times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
@@ -194,13 +197,16 @@ class _Trainer:
                     group["lr"] = lr
                 output = self.model(times[idx], self.head, weights())
                 loss = reconstruction_loss(output, frames[idx])
-                mse = F.mse_loss(output.detach(), frames[idx]).item()
-                if (
-                    not math.isfinite(loss.item())
-                    or psnr_from_mse(mse) < best_psnr - COLLAPSE_DROP_DB
+                per_frame = ((output.detach() - frames[idx]) ** 2).flatten(1).mean(1).tolist()
+                mse = sum(per_frame) / len(per_frame)
+                batch_psnr = np.array([psnr_from_mse(m) for m in per_frame])
+                rows = idx.cpu().numpy()
+                if not math.isfinite(loss.item()) or np.mean(batch_psnr) < (
+                    np.mean(frame_best[rows]) - COLLAPSE_DROP_DB
                 ):
                     collapsed = True
                     break
+                frame_best[rows] = np.maximum(frame_best[rows], batch_psnr)
                 if step == 0:
                     sound = pending  # this batch ran on the saved state: it holds
                 optimizer.zero_grad(set_to_none=True)
@@ -216,6 +222,8 @@ class _Trainer:
                 self._load(sound[0])
                 optimizer.load_state_dict(sound[1])
                 pending = sound
+                # Judge what follows against the restored state, not the quality it never had.
+                frame_best[:] = -math.inf
                 continue
             epoch += 1
             psnr = psnr_from_mse(mse_sum / n)
