@@ -134,6 +134,8 @@ class _Trainer:
 
     def __init__(self, model: PFNR, head: Head, frames: Tensor, settings: TrainSettings) -> None:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
+        n = frames.shape[0]
+        self.times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.recoveries = 0
         self.history: list[Progress] = []
@@ -149,7 +151,7 @@ class _Trainer:
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
         """Mean per-frame PSNR of the current state (as `metrics.psnr` reports decoded frames)."""
         frames, n = self.frames, self.frames.shape[0]
-        times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
+        times = self.times
         total = 0.0
         for lo in range(0, n, self.settings.batch_size):
             output = self.model(times[lo : lo + self.settings.batch_size], self.head, weights())
@@ -184,7 +186,7 @@ class _Trainer:
         frame_best = np.full(n, -math.inf)
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
-        times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
+        times = self.times
         while epoch < epochs:
             order = torch.randperm(n, generator=self.generator).to(frames.device)
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
