@@ -125,3 +125,10 @@ def test_model_config_round_trips_and_rejects_bad_headers():
         ModelConfig.from_dict({**config.to_dict(), "strides": [2]})
     with pytest.raises(ArchiveError):
         ModelConfig.from_dict({**config.to_dict(), "channels": [100000] * 3})
+
+
+def test_head_equals_a_1x1_convolution_then_tanh():
+    head = PFNR(PRESETS["tiny"].model_config(32, 48)).new_head()
+    x = torch.randn(2, head.conv.in_channels, 5, 7)
+    expected = (torch.tanh(head.conv(x)) + 1) / 2
+    assert torch.allclose(head(x), expected, atol=1e-6)

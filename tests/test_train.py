@@ -150,3 +150,18 @@ def test_a_time_budget_sizes_the_schedule_from_recent_epochs():
     assert fit_epochs_to_budget(3, 5, [10.0, 2.0, 2.0], 10.0) == 5
     assert fit_epochs_to_budget(3, 100, [10.0, 2.0, 2.0], -1.0) == 3
     assert fit_epochs_to_budget(1, 100, [4.0], 8.0) == 3
+
+
+@pytest.mark.parametrize("size", [(36, 52), (9, 14)])
+def test_training_ssim_equals_pytorch_msssim(size):
+    from pytorch_msssim import ssim as reference
+
+    from pfnr_codec.train import ssim
+
+    generator = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, *size, generator=generator)
+    b = (a + 0.1 * torch.rand(2, 3, *size, generator=generator)).clamp(0, 1)
+    win = min(11, *size) - (1 - min(11, *size) % 2)
+    expected = reference(a, b, data_range=1.0, win_size=win)
+    assert torch.allclose(ssim(a, b), expected, atol=1e-6)
+    assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
