@@ -212,6 +212,7 @@ class _Trainer:
         # frames' history, never against the epoch average (which small batches straddle).
         frame_best = np.full(n, -math.inf)
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
+        cap = epochs  # a time budget re-fits `epochs` below this after every epoch
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
         times = self.times
         while epoch < epochs:
@@ -261,7 +262,7 @@ class _Trainer:
             elapsed = time.monotonic() - start
             durations.append(elapsed - sum(durations))
             if minutes is not None:
-                epochs = fit_epochs_to_budget(epoch, epochs, durations, minutes * 60 - elapsed)
+                epochs = fit_epochs_to_budget(epoch, cap, durations, minutes * 60 - elapsed)
             record = Progress(
                 phase,
                 epoch,
@@ -289,7 +290,7 @@ def fit_epochs_to_budget(done: int, cap: int, durations: list[float], seconds_le
     down; never more than `cap`, and training ends once another epoch would overrun the budget.
     """
     recent = durations[1:][-3:] or durations
-    per_epoch = sum(recent) / len(recent)
+    per_epoch = max(sum(recent) / len(recent), 1e-6)
     return max(done, min(cap, done + int(max(0.0, seconds_left) / per_epoch)))
 
 

@@ -165,3 +165,21 @@ def test_training_ssim_equals_pytorch_msssim(size):
     expected = reference(a, b, data_range=1.0, win_size=win)
     assert torch.allclose(ssim(a, b), expected, atol=1e-6)
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_one_slow_epoch_does_not_shrink_a_time_budget_for_good(monkeypatch):
+    """An epoch slowed by a rollback or a busy machine shortens the plan only while it is recent."""
+    import pfnr_codec.train as train
+
+    clock = [0.0]
+    monkeypatch.setattr(train.time, "monotonic", lambda: clock[0])
+
+    def tick(progress):  # the next epoch takes 1 s of fake time, the third one 10 s
+        clock[0] += 10.0 if progress.epoch == 2 else 1.0
+
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(4, CONFIG.height, CONFIG.width, seed=8)
+    settings = TrainSettings(epochs=1000, minutes=0.5, batch_size=4)
+    fit = fit_session(model, clip, settings, session_seed=1, on_progress=tick)
+    # 30 s hold about 20 such epochs; a plan frozen after the slow epoch would stop at 6.
+    assert 18 <= fit.epochs <= 22
