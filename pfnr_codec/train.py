@@ -3,9 +3,12 @@
 A session trains fresh free weights, fresh scores and its own head with a fresh Adam; weights of earlier
 sessions are read from frozen buffers and cannot move. Training runs a warm-up then a cosine schedule
 under a budget in epochs and/or minutes, watches for collapse (NaN or PSNR falling off a cliff) and rolls
-back with a lower learning rate. At the end the best epoch's scores give the masks (the pair that was
-actually evaluated), the newly claimed weights are quantized (optionally after a short quantization-aware
-fine-tune), and the quantized values are frozen for good.
+back with a lower learning rate. The scores choose the session's mask only early on: after `mask_settle`
+of the main phase the mask is fixed and the rest of the time polishes that subnetwork (a mask that keeps
+changing makes weights switch in and out until the end; fixing it at a quarter of a 3-minute bunny
+session gave +0.7 dB). At the end the last sound state's mask is the one stored, the newly claimed weights
+are quantized (optionally after a short quantization-aware fine-tune), and the quantized values are frozen
+for good.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class TrainSettings:
     batch_size: int = 4
     qat_epochs: int = 0
     seed: int = 0
+    mask_settle: float = 0.25  # share of the main phase after which the session's mask is fixed
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -54,6 +58,8 @@ class TrainSettings:
             raise ConfigError("epochs and batch size must be >= 1, qat epochs >= 0")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
+        if not 0.0 < self.mask_settle <= 1.0:
+            raise ConfigError(f"mask settle must be in (0, 1], got {self.mask_settle}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
 
@@ -174,6 +180,12 @@ class _Trainer:
         self.model.load_state_dict(state[0])
         self.head.load_state_dict(state[1])
 
+    def _fix_masks(self) -> None:
+        """Stop the scores from moving the mask: the rest of training polishes a fixed subnetwork."""
+        for mw in self.model.masked_weights().values():
+            if mw.fixed_mask is None:
+                mw.fixed_mask = mw.session_mask().clone()
+
     @torch.no_grad()
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
         """Mean per-frame PSNR of the current state (as `metrics.psnr` reports decoded frames)."""
@@ -216,6 +228,8 @@ class _Trainer:
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
         times = self.times
         while epoch < epochs:
+            if phase == "train" and epoch >= self.settings.mask_settle * epochs:
+                self._fix_masks()
             order = torch.randperm(n, generator=self.generator).to(frames.device)
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):

@@ -167,6 +167,28 @@ def test_training_ssim_equals_pytorch_msssim(size):
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("settle", [0.5, 1.0])
+def test_masks_stop_moving_once_settled_and_the_last_one_is_stored(settle):
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=7)
+    settings = TrainSettings(epochs=8, batch_size=4, learning_rate=2e-2, mask_settle=settle)
+    layers = model.masked_weights()
+    seen = []
+
+    def snapshot(progress):
+        seen.append({n: mw.session_mask().clone() for n, mw in layers.items()})
+
+    fit = fit_session(model, clip, settings, session_seed=1, on_progress=snapshot)
+    changed = [
+        any(not torch.equal(a[n], b[n]) for n in a)
+        for a, b in zip(seen[:-1], seen[1:], strict=True)
+    ]
+    settled = int(settle * settings.epochs)  # epochs 1.. whose end-of-epoch masks follow the fix
+    assert not any(changed[settled - 1 :]) if settle < 1 else any(changed)
+    for name, t in fit.tensors.items():
+        assert torch.equal(t.mask, seen[-1][name])
+
+
 def test_one_slow_epoch_does_not_shrink_a_time_budget_for_good(monkeypatch):
     """An epoch slowed by a rollback or a busy machine shortens the plan only while it is recent."""
     import pfnr_codec.train as train
