@@ -156,7 +156,7 @@ PRESETS: dict[str, Preset] = {
         capacity=0.5,
         bits=8,
         epochs=150,
-        learning_rate=1e-2,
+        learning_rate=1.5e-2,
         batch_size=2,
     ),
     "paper": Preset(
