@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from pytorch_msssim.ssim import _fspecial_gauss_1d
 from torch import Tensor
 from torch.nn import functional as F
 
 from .errors import ConfigError
+from .metrics import MS_SSIM_SIGMA, MS_SSIM_WINDOW
 from .model import PFNR, Head, MaskedWeight
 from .quant import dequantize, quantize
 from .render import frame_times
@@ -104,15 +106,12 @@ class SessionFit:
 ProgressCallback = Callable[[Progress], None]
 
 
-SSIM_SIGMA = 1.5
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # for data range 1
 
 
 def _gaussian_blur(x: Tensor, size: int) -> Tensor:
-    """Separable 'valid' Gaussian filter (sigma 1.5) over every channel of (B, C, H, W)."""
-    taps = torch.arange(size, dtype=x.dtype, device=x.device) - size // 2
-    g = torch.exp(-(taps**2) / (2 * SSIM_SIGMA**2))
-    g = g / g.sum()
+    """Separable 'valid' Gaussian filter (the metric's sigma) over every channel of (B, C, H, W)."""
+    g = _fspecial_gauss_1d(size, MS_SSIM_SIGMA).to(x).flatten()
     c = x.shape[1]
     x = x.contiguous(memory_format=torch.channels_last)  # 2x faster depthwise kernels on a CPU
     x = F.conv2d(x, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
@@ -125,7 +124,7 @@ def ssim(output: Tensor, target: Tensor) -> Tensor:
     The five local statistics go through one filter call instead of five: the depthwise
     convolution is the costliest part of a CPU training step after the network's own convolutions.
     """
-    size = min(11, *output.shape[-2:])
+    size = min(MS_SSIM_WINDOW, *output.shape[-2:])
     size -= 1 - size % 2
     stats = torch.cat([output, target, output * output, target * target, output * target], 1)
     mu_x, mu_y, xx, yy, xy = _gaussian_blur(stats, size).chunk(5, 1)
