@@ -175,7 +175,9 @@ def decode(
     size: Annotated[str, typer.Option(help="original or working.")] = "original",
     frames: Annotated[str | None, typer.Option(help="Frame range START:END.")] = None,
     reference: Annotated[Path | None, typer.Option(help="Source video for PSNR / MS-SSIM.")] = None,
-    exact: Annotated[bool, typer.Option(help="Render in float64 (same bytes on any CPU).")] = False,
+    exact: Annotated[
+        bool, typer.Option(help="Render in float64 (the same bytes on any CPU or GPU).")
+    ] = False,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
 ) -> None:
@@ -215,6 +217,11 @@ def decode(
         _fmt(result.ms_ssim, 4),
     )
     out.print(table)
+    if result.matches_encode is False and not exact:
+        err.print(
+            "[yellow]note:[/] float32 rendering differs by a few pixel levels between devices and "
+            "instruction sets; --exact renders the bytes the encoder fingerprinted on any CPU or GPU"
+        )
 
 
 @app.command()
