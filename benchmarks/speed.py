@@ -141,9 +141,10 @@ def measure_mask_overhead(
     masks, the straight-through estimator and the frozen/free merge. Alternated, best of repeats.
     """
     from pfnr_codec.config import get_preset
+    from pfnr_codec.loss import reconstruction_loss
     from pfnr_codec.model import PFNR
     from pfnr_codec.render import frame_times
-    from pfnr_codec.train import TrainSettings, begin_session, dense_weights, reconstruction_loss
+    from pfnr_codec.train import TrainSettings, begin_session, dense_weights
 
     target = resolve_device(device)
     model = PFNR(get_preset(preset).model_config(*size)).to(target)

@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pytorch_msssim.ssim import _fspecial_gauss_1d
 from torch import Tensor
-from torch.nn import functional as F
 
 from .errors import ConfigError
-from .metrics import MS_SSIM_SIGMA, MS_SSIM_WINDOW
+from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
 from .quant import dequantize, quantize
 from .render import frame_times
@@ -104,39 +102,6 @@ class SessionFit:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # for data range 1
-
-
-def _gaussian_blur(x: Tensor, size: int) -> Tensor:
-    """Separable 'valid' Gaussian filter (the metric's sigma) over every channel of (B, C, H, W)."""
-    g = _fspecial_gauss_1d(size, MS_SSIM_SIGMA).to(x).flatten()
-    c = x.shape[1]
-    x = x.contiguous(memory_format=torch.channels_last)  # 2x faster depthwise kernels on a CPU
-    x = F.conv2d(x, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c).contiguous()
-
-
-def ssim(output: Tensor, target: Tensor) -> Tensor:
-    """Mean SSIM in the form of pytorch_msssim (11-tap Gaussian, no padding), data range 1.
-
-    The five local statistics go through one filter call instead of five: the depthwise
-    convolution is the costliest part of a CPU training step after the network's own convolutions.
-    """
-    size = min(MS_SSIM_WINDOW, *output.shape[-2:])
-    size -= 1 - size % 2
-    stats = torch.cat([output, target, output * output, target * target, output * target], 1)
-    mu_x, mu_y, xx, yy, xy = _gaussian_blur(stats, size).chunk(5, 1)
-    var_x, var_y, cov = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
-    contrast = (2 * cov + SSIM_C2) / (var_x + var_y + SSIM_C2)
-    luminance = (2 * mu_x * mu_y + SSIM_C1) / (mu_x * mu_x + mu_y * mu_y + SSIM_C1)
-    return (luminance * contrast).mean()
-
-
-def reconstruction_loss(output: Tensor, target: Tensor) -> Tensor:
-    """0.7 * L1 + 0.3 * (1 - SSIM), as the reference training."""
-    return 0.7 * F.l1_loss(output, target) + 0.3 * (1 - ssim(output, target))
 
 
 def psnr_from_mse(mse: float) -> float:

@@ -156,7 +156,7 @@ def test_a_time_budget_sizes_the_schedule_from_recent_epochs():
 def test_training_ssim_equals_pytorch_msssim(size):
     from pytorch_msssim import ssim as reference
 
-    from pfnr_codec.train import ssim
+    from pfnr_codec.loss import ssim
 
     generator = torch.Generator().manual_seed(3)
     a = torch.rand(2, 3, *size, generator=generator)
@@ -165,6 +165,25 @@ def test_training_ssim_equals_pytorch_msssim(size):
     expected = reference(a, b, data_range=1.0, win_size=win)
     assert torch.allclose(ssim(a, b), expected, atol=1e-6)
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("size", [(30, 41), (9, 14)])
+def test_training_ssim_gradient_equals_autograd_through_pytorch_msssim(size):
+    from pytorch_msssim import ssim as reference
+
+    from pfnr_codec.loss import ssim
+
+    generator = torch.Generator().manual_seed(5)
+    target = torch.rand(2, 3, *size, generator=generator, dtype=torch.float64)
+    noise = 0.2 * torch.rand(2, 3, *size, generator=generator, dtype=torch.float64)
+    output = (target + noise).clamp(0, 1).requires_grad_()
+    win = min(11, *size) - (1 - min(11, *size) % 2)
+    (3.0 * reference(output, target, data_range=1.0, win_size=win)).backward()
+    expected = output.grad.clone()
+    output.grad = None
+    (3.0 * ssim(output, target)).backward()
+    assert expected.abs().max() > 1e-4
+    assert torch.allclose(output.grad, expected, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("settle", [0.5, 1.0])
