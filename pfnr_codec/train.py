@@ -104,6 +104,20 @@ class SessionFit:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class _Phase:
+    """One pass of the training loop: what it trains, for how long, through which weights."""
+
+    name: str  # "train" or "finetune", as progress reports it
+    params: list[Tensor]
+    learning_rate: float
+    epochs: int
+    minutes: float | None
+    weights: Callable[[], dict[str, Tensor] | None]  # None: the model's own masked forward
+    warmup: float
+    settle_masks: float | None = None  # fix the session's masks after this share of the epochs
+
+
 def psnr_from_mse(mse: float) -> float:
     return 100.0 if mse <= 1e-10 else -10.0 * math.log10(mse)
 
@@ -163,25 +177,16 @@ class _Trainer:
             total += sum(psnr_from_mse(float(mse)) for mse in per_frame)
         return total / n if math.isfinite(total) else -math.inf
 
-    def run(
-        self,
-        phase: str,
-        params: list[Tensor],
-        base_lr: float,
-        epochs: int,
-        minutes: float | None,
-        weights: Callable[[], dict[str, Tensor] | None],
-        warmup: float,
-        on_progress: ProgressCallback | None,
-    ) -> float:
-        """Train `params`; leaves the model in its last sound state and returns that state's PSNR.
+    def run(self, phase: _Phase, on_progress: ProgressCallback | None) -> float:
+        """Train the phase's params; leave the model in its last sound state and return its PSNR.
 
         A state saved at the end of an epoch counts as sound once the next step's batch shows it
         has not collapsed; a collapse (non-finite loss, or a batch far below the best epoch) rolls
         back to the last sound state with a lower learning rate.
         """
         frames, n = self.frames, self.frames.shape[0]
-        optimizer = torch.optim.Adam(params, lr=base_lr, betas=(0.5, 0.999))
+        epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
+        optimizer = torch.optim.Adam(phase.params, lr=phase.learning_rate, betas=(0.5, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
         # Best PSNR seen per frame: frames differ by many dB, so a batch is judged against its own
@@ -192,14 +197,14 @@ class _Trainer:
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
         times = self.times
         while epoch < epochs:
-            if phase == "train" and epoch >= self.settings.mask_settle * epochs:
+            if phase.settle_masks is not None and epoch >= phase.settle_masks * epochs:
                 self._fix_masks()
             order = torch.randperm(n, generator=self.generator).to(frames.device)
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
                 idx = order[step * self.settings.batch_size : (step + 1) * self.settings.batch_size]
                 lr = lr_scale * learning_rate_at(
-                    (epoch + step / steps_per_epoch) / epochs, base_lr, warmup
+                    (epoch + step / steps_per_epoch) / epochs, phase.learning_rate, phase.warmup
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -242,7 +247,7 @@ class _Trainer:
             if minutes is not None:
                 epochs = fit_epochs_to_budget(epoch, cap, durations, minutes * 60 - elapsed)
             record = Progress(
-                phase,
+                phase.name,
                 epoch,
                 epochs,
                 loss_sum / n,
@@ -333,7 +338,7 @@ def fit_session(
     minutes = settings.minutes
     if minutes is not None and settings.qat_epochs:
         minutes *= 0.9
-    psnr = trainer.run(
+    main = _Phase(
         "train",
         params,
         settings.learning_rate,
@@ -341,21 +346,22 @@ def fit_session(
         minutes,
         lambda: None,
         settings.warmup,
-        on_progress,
+        settle_masks=settings.mask_settle,
     )
+    psnr = trainer.run(main, on_progress)
     masks = {name: mw.session_mask().clone() for name, mw in layers.items()}
     if settings.qat_epochs:
         params = [mw.weight for mw in layers.values()] + list(head.parameters())
-        trainer.run(
+        finetune = _Phase(
             "finetune",
             params,
             settings.learning_rate * 0.1,
             settings.qat_epochs,
             None,
             _finetune_weights(model, masks, settings.bits),
-            0.0,
-            on_progress,
+            warmup=0.0,
         )
+        trainer.run(finetune, on_progress)
     tensors = {
         name: _quantize_and_freeze(mw, masks[name], settings.bits) for name, mw in layers.items()
     }
@@ -389,7 +395,7 @@ def fit_dense(
     layers = model.masked_weights()
     trainer = _Trainer(model, head, frames, settings)
     params = [mw.weight for mw in layers.values()] + list(head.parameters())
-    return trainer.run(
+    phase = _Phase(
         "train",
         params,
         settings.learning_rate,
@@ -397,8 +403,8 @@ def fit_dense(
         settings.minutes,
         lambda: dense_weights(model),
         settings.warmup,
-        on_progress,
     )
+    return trainer.run(phase, on_progress)
 
 
 def dense_weights(model: PFNR) -> dict[str, Tensor]:
