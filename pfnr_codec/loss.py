@@ -35,10 +35,24 @@ def gaussian_blur(x: Tensor, size: int) -> Tensor:
 
 
 def gaussian_blur_adjoint(y: Tensor, size: int) -> Tensor:
-    """The transpose of `gaussian_blur`: spreads a 'valid'-sized map back over the input grid."""
+    """The transpose of `gaussian_blur`: spreads a 'valid'-sized map back over the input grid.
+
+    On CUDA, `conv_transpose2d` goes through cuDNN's backward-data kernels, which are not
+    deterministic, and a seeded training must repeat; there the same map comes from a padded
+    forward filter (the kernel is symmetric). On a CPU `conv_transpose2d` is the faster of the two.
+    """
+    if y.is_cuda:
+        return full_gaussian_filter(y, size)
     vertical, horizontal = _blur_kernels(y, size)
     y = F.conv_transpose2d(y, horizontal, groups=y.shape[1])
     return F.conv_transpose2d(y, vertical, groups=y.shape[1])
+
+
+def full_gaussian_filter(y: Tensor, size: int) -> Tensor:
+    """'Full' (zero-padded) Gaussian filter: equal to `gaussian_blur_adjoint` for a symmetric kernel."""
+    vertical, horizontal = _blur_kernels(y, size)
+    y = F.conv2d(y, horizontal, padding=(0, size - 1), groups=y.shape[1])
+    return F.conv2d(y, vertical, padding=(size - 1, 0), groups=y.shape[1])
 
 
 class _SSIM(torch.autograd.Function):

@@ -186,6 +186,18 @@ def test_training_ssim_gradient_equals_autograd_through_pytorch_msssim(size):
     assert torch.allclose(output.grad, expected, rtol=1e-9, atol=1e-12)
 
 
+def test_the_cuda_form_of_the_blur_transpose_equals_the_cpu_form():
+    from pfnr_codec.loss import full_gaussian_filter, gaussian_blur, gaussian_blur_adjoint
+
+    generator = torch.Generator().manual_seed(6)
+    x = torch.rand(2, 4, 23, 31, generator=generator, dtype=torch.float64)
+    y = torch.rand(2, 4, 13, 21, generator=generator, dtype=torch.float64)
+    adjoint = gaussian_blur_adjoint(y, 11)
+    assert torch.allclose(full_gaussian_filter(y, 11), adjoint, rtol=1e-12, atol=1e-15)
+    # <blur(x), y> == <x, blur^T(y)>: the map really is the transpose.
+    assert torch.allclose((gaussian_blur(x, 11) * y).sum(), (x * adjoint).sum(), rtol=1e-12)
+
+
 @pytest.mark.parametrize("settle", [0.5, 1.0])
 def test_masks_stop_moving_once_settled_and_the_last_one_is_stored(settle):
     model = PFNR(CONFIG)
