@@ -22,13 +22,20 @@ CANONICAL_BATCH = 8
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU."""
+    """'auto' picks CUDA when present, else the CPU.
+
+    On CUDA, cuDNN is held to deterministic convolution algorithms: its default heuristics may pick
+    backward kernels that sum with atomics, and a seeded training must give the same archive twice.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for but torch sees no CUDA device")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device cuda was asked for but torch sees no CUDA device")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     return torch.device(name)
 
 
