@@ -68,15 +68,16 @@ class _SSIM(torch.autograd.Function):
         contrast_den = xx + yy - mu_sq + SSIM_C2
         luminance = (2 * mu_xy + SSIM_C1) / luminance_den
         contrast = (2 * (xy - mu_xy) + SSIM_C2) / contrast_den
-        ctx.save_for_backward(output, target, mu_x, mu_y, luminance_den, contrast_den, luminance)
+        ctx.save_for_backward(
+            output, target, mu_x, mu_y, luminance_den, contrast_den, luminance, contrast
+        )
         ctx.size = size
-        ctx.contrast = contrast
         return (luminance * contrast).mean()
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
-        output, target, mu_x, mu_y, luminance_den, contrast_den, luminance = ctx.saved_tensors
-        contrast = ctx.contrast
+        saved = ctx.saved_tensors
+        output, target, mu_x, mu_y, luminance_den, contrast_den, luminance, contrast = saved
         scale = grad / luminance.numel()
         # Partial derivatives of the SSIM map by the blurred statistics that depend on the output.
         d_mu_x = 2 * (
