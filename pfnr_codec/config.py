@@ -60,22 +60,118 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def weight_count(self) -> int:
+        """Shared weights of the network this config builds (without heads)."""
+        count = 2 * self.pe_levels * self.stem_hidden
+        count += self.stem_hidden * self.base_channels * self.base_height * self.base_width
+        c_in = self.base_channels
+        for i, (stride, c_out) in enumerate(zip(self.strides, self.channels, strict=True)):
+            fso = self.fso_block == i
+            if not (fso and self.fso_only):
+                count += c_out * stride**2 * c_in * 9
+            if fso:
+                count += 2 * c_in * c_out * 2 * self.fso_modes[0] * self.fso_modes[1]
+            c_in = c_out
+        return count
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from an archive header's JSON, checking every key (the archive is untrusted)."""
+        """Build from an archive header's JSON, checking every key, type and bound before anything
+        is sized from it (the archive is untrusted; docs/FORMAT.md lists the bounds)."""
+        if not isinstance(data, dict):
+            raise ArchiveError(f"model config must be an object, found {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) - known:
+        if set(data) - known:
             raise ArchiveError(f"model config has unknown keys: {sorted(set(data) - known)}")
+        missing = sorted(known - set(data) - _OPTIONAL_FIELDS)
+        if missing:
+            raise ArchiveError(f"model config lacks the keys {missing}")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            values[key] = _checked_field(key, value)
         try:
-            values = dict(data)
-            for key in ("strides", "channels", "fso_modes"):
-                values[key] = tuple(int(v) for v in values[key])
             config = cls(**values)
-        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        except ConfigError as exc:
             raise ArchiveError(f"model config in header is invalid: {exc}") from None
-        if config.height * config.width > 8192 * 8192 or max(config.channels) > 4096:
-            raise ArchiveError(f"model config in header is implausibly large: {config}")
+        if config.height * config.width > MAX_WORKING_PIXELS:
+            raise ArchiveError(
+                f"model config: working size {config.height}x{config.width} exceeds "
+                f"{MAX_WORKING_PIXELS} pixels"
+            )
+        if config.weight_count > MAX_WEIGHTS:
+            raise ArchiveError(
+                f"model config: {config.weight_count} shared weights exceed the limit {MAX_WEIGHTS}"
+            )
         return config
+
+
+# Bounds on every field an archive header may give (docs/FORMAT.md, "Header keys"): far above any
+# preset, low enough that nothing is allocated or looped over before the model is known to be sane.
+INT_FIELD_BOUNDS = {
+    "base_height": (1, 1024),
+    "base_width": (1, 1024),
+    "base_channels": (1, 4096),
+    "stem_hidden": (1, 4096),
+    "pe_levels": (1, 256),
+    "linear_mask_block": (1, 64),
+}
+LIST_FIELD_BOUNDS = {  # (min length, max length, min value, max value)
+    "strides": (1, 8, 1, 8),
+    "channels": (1, 8, 1, 4096),
+    "fso_modes": (2, 2, 1, 64),
+}
+PE_BASE_BOUNDS = (1.0, 4.0)
+MAX_WORKING_PIXELS = 8192 * 8192
+MAX_WEIGHTS = 1 << 28  # the largest count a stream may hold (docs/FORMAT.md)
+_OPTIONAL_FIELDS = {
+    "pe_levels",
+    "pe_base",
+    "fso_block",
+    "fso_modes",
+    "fso_only",
+    "linear_mask_block",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _checked_field(key: str, value: Any) -> Any:
+    """One header field of the model config, type- and bound-checked; names the field if not."""
+
+    def fail(expected: str) -> ArchiveError:
+        return ArchiveError(f"model config field {key!r} must be {expected}, found {value!r}")
+
+    if key in INT_FIELD_BOUNDS:
+        lo, hi = INT_FIELD_BOUNDS[key]
+        if not _is_int(value) or not lo <= value <= hi:
+            raise fail(f"an integer in {lo}..{hi}")
+        return value
+    if key in LIST_FIELD_BOUNDS:
+        n_lo, n_hi, lo, hi = LIST_FIELD_BOUNDS[key]
+        if (
+            not isinstance(value, list | tuple)
+            or not n_lo <= len(value) <= n_hi
+            or not all(_is_int(v) and lo <= v <= hi for v in value)
+        ):
+            raise fail(f"a list of {n_lo}..{n_hi} integers in {lo}..{hi}")
+        return tuple(value)
+    if key == "pe_base":
+        lo, hi = PE_BASE_BOUNDS
+        if not isinstance(value, int | float) or isinstance(value, bool) or not lo < value <= hi:
+            raise fail(f"a number in ({lo}, {hi}]")
+        return float(value)
+    if key == "fso_block":
+        if value is not None and (not _is_int(value) or not 0 <= value < 8):
+            raise fail("null or an integer in 0..7")
+        return value
+    if key == "fso_only":
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    raise ArchiveError(f"model config has unknown key {key!r}")
 
 
 @dataclass(frozen=True)

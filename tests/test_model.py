@@ -127,6 +127,42 @@ def test_model_config_round_trips_and_rejects_bad_headers():
         ModelConfig.from_dict({**config.to_dict(), "channels": [100000] * 3})
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("linear_mask_block", 10**12),  # used to count down from it: a hang
+        ("stem_hidden", 2**24),  # used to allocate gigabytes before failing
+        ("base_channels", 262144),
+        ("pe_levels", 2**26),
+        ("pe_levels", 1.5),
+        ("pe_levels", True),
+        ("base_width", "16"),
+        ("pe_base", float("nan")),
+        ("pe_base", 1e300),
+        ("strides", [2] * 40),
+        ("fso_modes", [4]),
+        ("fso_block", 2.0),
+        ("fso_only", 1),
+    ],
+)
+def test_model_config_from_a_header_names_the_field_out_of_range(field, value):
+    data = PRESETS["cpu"].model_config(272, 640).to_dict()
+    data[field] = value
+    with pytest.raises(ArchiveError, match=field):
+        ModelConfig.from_dict(data)
+
+
+def test_model_config_bounds_the_whole_network_before_building_it():
+    data = PRESETS["cpu"].model_config(272, 640).to_dict()
+    data.update(base_height=100, base_width=100, base_channels=4096, stem_hidden=4096)
+    with pytest.raises(ArchiveError, match="shared weights exceed"):
+        ModelConfig.from_dict(data)
+    config = PRESETS["paper"].model_config(720, 1280)
+    assert config.weight_count == sum(
+        mw.weight.numel() for mw in PFNR(config).masked_weights().values()
+    )
+
+
 def test_head_equals_a_1x1_convolution_then_tanh():
     head = PFNR(PRESETS["tiny"].model_config(32, 48)).new_head()
     x = torch.randn(2, head.conv.in_channels, 5, 7)
