@@ -46,6 +46,7 @@ class EncodeOptions:
     seed: int = 0
     coder: str | None = None
     qat_epochs: int = 0
+    quantize_aware: bool = False
     learning_rate: float | None = None
     width_scale: float = 1.0
     lock_wait: float = 0.0
@@ -134,6 +135,7 @@ def _settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
         learning_rate=options.learning_rate or preset.learning_rate,
         batch_size=preset.batch_size,
         qat_epochs=options.qat_epochs,
+        quantize_aware=options.quantize_aware,
         seed=options.seed,
     )
 

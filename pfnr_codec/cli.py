@@ -132,6 +132,9 @@ def encode(
         str | None, typer.Option(help="constriction or torchac (new archives).")
     ] = None,
     finetune: Annotated[int, typer.Option(help="Quantization-aware fine-tune epochs.")] = 0,
+    qat: Annotated[
+        bool, typer.Option(help="Train through the quantized weights once the mask is fixed.")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Add one session per video to ARCHIVE (created if missing)."""
@@ -156,6 +159,7 @@ def encode(
                 seed=seed,
                 coder=coder,
                 qat_epochs=finetune,
+                quantize_aware=qat,
             )
             bars.start(f"{video.name}")
             reports.append(encode_video(archive, video, options, bars.update))

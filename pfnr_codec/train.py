@@ -48,6 +48,7 @@ class TrainSettings:
     qat_epochs: int = 0
     seed: int = 0
     mask_settle: float = 0.25  # share of the main phase after which the session's mask is fixed
+    quantize_aware: bool = False  # train through fake-quantized weights once the mask is fixed
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -116,6 +117,9 @@ class _Phase:
     weights: Callable[[], dict[str, Tensor] | None]  # None: the model's own masked forward
     warmup: float
     settle_masks: float | None = None  # fix the session's masks after this share of the epochs
+    # Once the masks are fixed, train through the weights as they will be stored (fake-quantized
+    # at these bits, straight-through gradient): the rounding is learned, not suffered at the end.
+    quantize_settled: int | None = None
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -158,11 +162,17 @@ class _Trainer:
         self.model.load_state_dict(state[0])
         self.head.load_state_dict(state[1])
 
-    def _fix_masks(self) -> None:
-        """Stop the scores from moving the mask: the rest of training polishes a fixed subnetwork."""
+    def _fix_masks(self) -> bool:
+        """Stop the scores from moving the mask: the rest of training polishes a fixed subnetwork.
+
+        True when this call fixed them (the first time).
+        """
+        fixed = False
         for mw in self.model.masked_weights().values():
             if mw.fixed_mask is None:
                 mw.fixed_mask = mw.session_mask().clone()
+                fixed = True
+        return fixed
 
     @torch.no_grad()
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
@@ -198,7 +208,8 @@ class _Trainer:
         times = self.times
         while epoch < epochs:
             if phase.settle_masks is not None and epoch >= phase.settle_masks * epochs:
-                self._fix_masks()
+                if self._fix_masks() and phase.quantize_settled is not None:
+                    weights = _quantized_weights(self.model, phase.quantize_settled)
             order = torch.randperm(n, generator=self.generator).to(frames.device)
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
@@ -289,6 +300,12 @@ def _fake_quantize(values: Tensor, new: Tensor, groups: Tensor, n_groups: int, b
     return torch.where(new, quantized, values)
 
 
+def _quantized_weights(model: PFNR, bits: int) -> Callable[[], dict]:
+    """Effective weights under the masks the model has fixed, new values fake-quantized."""
+    masks = {name: mw.session_mask() for name, mw in model.masked_weights().items()}
+    return _finetune_weights(model, masks, bits)
+
+
 def _finetune_weights(model: PFNR, masks: dict[str, Tensor], bits: int) -> Callable[[], dict]:
     """Effective weights with fixed masks and fake-quantized new values."""
     layers = model.masked_weights()
@@ -347,6 +364,7 @@ def fit_session(
         lambda: None,
         settings.warmup,
         settle_masks=settings.mask_settle,
+        quantize_settled=settings.bits if settings.quantize_aware else None,
     )
     psnr = trainer.run(main, on_progress)
     masks = {name: mw.session_mask().clone() for name, mw in layers.items()}
