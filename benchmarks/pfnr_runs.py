@@ -31,7 +31,7 @@ class Point:
 
 
 SWEEPS = {
-    # Model width moves the rate most; a lower capacity and 6-bit weights add points in between.
+    # Model width moves the rate most; a lower capacity and 5-bit weights add points in between.
     "quick": [Point(0.6), Point(1.0)],
     "full": [
         Point(0.5),
@@ -39,7 +39,7 @@ SWEEPS = {
         Point(1.0),
         Point(1.4),
         Point(1.0, capacity=0.15),
-        Point(1.0, bits=6),
+        Point(1.0, bits=5),
     ],
 }
 BUDGETS = {"quick": {"epochs": 60, "minutes": 0.2}, "full": {"epochs": 150, "minutes": 3.0}}
