@@ -23,8 +23,6 @@ from .entropy import CODERS, EntropyCoder, get_coder
 from .errors import ArchiveError, UsageError
 from .model import PFNR, Head
 
-MAX_SESSIONS = 10_000
-
 
 def new_header(preset: str, config: ModelConfig, coder: str) -> dict[str, Any]:
     """Header of a new archive: everything decoding needs, plus provenance."""
@@ -96,11 +94,7 @@ class LoadedArchive:
 
 def load_archive(path: Path, device: torch.device, upto: int | None = None) -> LoadedArchive:
     """Read `path` and replay its sessions 1..upto (all by default)."""
-    contents = read_archive(path)
-    if len(contents.sessions) > MAX_SESSIONS:
-        raise ArchiveError(
-            f"{path}: {len(contents.sessions)} sessions exceed the limit {MAX_SESSIONS}"
-        )
+    contents = read_archive(path)  # which bounds the session count (container.MAX_SESSIONS)
     config, coder_name = parse_header(contents.header, path)
     model = PFNR(config).to(device)
     loaded = LoadedArchive(path, contents, config, get_coder(coder_name), model)

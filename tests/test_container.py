@@ -190,6 +190,14 @@ def test_lengths_are_bounded_before_use() -> None:
             archive_from_bytes(body, "x.pfnr")
 
 
+def test_the_session_count_is_bounded_on_read(monkeypatch) -> None:
+    data = archive_to_bytes(HEADER, _sessions())
+    assert len(archive_from_bytes(data, "x.pfnr").sessions) == 2
+    monkeypatch.setattr(container, "MAX_SESSIONS", 1)
+    with pytest.raises(ArchiveError, match="more than 1 sessions"):
+        archive_from_bytes(data, "x.pfnr")
+
+
 def test_failed_write_leaves_archive_and_no_litter(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "a.pfnr"
     first, second = _sessions()
