@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = args.clips or [p for p in find_clips(None) if p.stem == "bigbuckbunny"]
     machine = machine_info(args.device)
     work = args.out / "tmp" / args.name
+    device, versions = device_name(args.device), versions_string()
     records: list[Record] = []
     for path in paths:
         clip = load_clip(path, None, working_size(args.preset, path))
@@ -76,18 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         for i, row in enumerate(ROWS):
             options = replace(base, bits=row.bits, quantize_aware=row.quantize_aware)
-            settings = {"row": row.label, "bits": row.bits, "quantize_aware": row.quantize_aware}
-            settings["minutes"] = args.minutes
-            records.append(
-                encode_point(
-                    clip,
-                    work / f"{clip.name}_{i}.pfnr",
-                    options,
-                    device_name(args.device),
-                    versions_string(),
-                    settings,
-                )
-            )
+            settings = {
+                "row": row.label,
+                "bits": row.bits,
+                "quantize_aware": row.quantize_aware,
+                "minutes": args.minutes,
+            }
+            archive = work / f"{clip.name}_{i}.pfnr"
+            records.append(encode_point(clip, archive, options, device, versions, settings))
             write_records(records, args.out, args.name, machine)
     shutil.rmtree(work, ignore_errors=True)
     rows = [
