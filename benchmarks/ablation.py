@@ -1,6 +1,6 @@
-"""Ablation of the rate levers at equal wall time: one fresh one-session archive per row.
+"""Ablation of the rate-distortion levers at equal wall time: one fresh one-session archive per row.
 
-    python -m benchmarks.ablation                          # bunny, whole clip, 3 minutes a row
+    python -m benchmarks.ablation                          # bunny and bikes, whole clips, 3 min a row
     python -m benchmarks.ablation clip.mp4 --minutes 10
 
 Each row encodes the whole clip through the public API under the same time budget, one after the
@@ -11,11 +11,16 @@ frames (bpp from the whole file). Rows differ only in the setting they name.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from benchmarks import anchors
 from benchmarks.common import (
     RESULTS_DIR,
     Record,
@@ -35,54 +40,64 @@ from pfnr_codec.api import EncodeOptions
 
 @dataclass(frozen=True)
 class Row:
-    """One lever setting."""
+    """One lever setting: a preset plus the options that differ from its defaults."""
 
     label: str
-    bits: int
-    quantize_aware: bool
+    preset: str
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 ROWS = [
-    Row("8-bit, rounded at the end (0.1 default)", 8, False),
-    Row("8-bit, quantization-aware", 8, True),
-    Row("6-bit, rounded at the end (default)", 6, False),
-    Row("6-bit, quantization-aware", 6, True),
-    Row("5-bit, quantization-aware", 5, True),
+    Row("0.1 model: frame time, c 0.5, L1+SSIM, rounded at the end", "cpu-time"),
+    Row("+ MSE loss", "cpu-time", {"loss": "mse"}),
+    Row(
+        "+ rate-aware weights (learned steps, lambda 0.003)",
+        "cpu-time",
+        {"loss": "mse", "quantize_aware": True, "rate_lambda": 0.003},
+    ),
+    Row(
+        "latent grids at the stem (per 1/4/16 frames), no fine",
+        "cpu",
+        {"model": {"fine_block": None}},
+    ),
+    Row("latent grids + fine latents at 1/4 size (default)", "cpu"),
+    Row("default without the f-NeRV (FSO) block", "cpu", {"model": {"fso_block": None}}),
+    Row("default, weights rounded at the end", "cpu", {"quantize_aware": False}),
 ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("clips", nargs="*", type=Path, help="videos (default: bigbuckbunny)")
+    parser.add_argument("clips", nargs="*", type=Path, help="videos (default: bunny, bikes)")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per row")
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--preset", default="cpu", help="sets the working size")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="ablation")
     args = parser.parse_args(argv)
 
-    paths = args.clips or [p for p in find_clips(None) if p.stem == "bigbuckbunny"]
+    default = ("bigbuckbunny", "bikes")
+    paths = args.clips or [p for p in find_clips(None) if p.stem in default]
     machine = machine_info(args.device)
     work = args.out / "tmp" / args.name
     device, versions = device_name(args.device), versions_string()
     records: list[Record] = []
+    x264: dict[str, list[Record]] = {}
     for path in paths:
         clip = load_clip(path, None, working_size(args.preset, path))
+        anchor = anchors.make_anchor("x264", "medium")
+        crfs = anchors.CRF_SWEEPS["x264"]["full"]
+        x264[clip.name] = anchors.measure(clip, anchor, crfs, device, versions)
         base = EncodeOptions(
-            preset=args.preset,
             epochs=10_000,  # the time budget decides
             minutes=args.minutes,
             frames=(0, clip.shape[0]),
             device=args.device,
         )
         for i, row in enumerate(ROWS):
-            options = replace(base, bits=row.bits, quantize_aware=row.quantize_aware)
-            settings = {
-                "row": row.label,
-                "bits": row.bits,
-                "quantize_aware": row.quantize_aware,
-                "minutes": args.minutes,
-            }
+            options = replace(base, preset=row.preset, **row.options)
+            settings = {"row": row.label, "preset": row.preset, "minutes": args.minutes}
+            settings |= {k: str(v) for k, v in row.options.items()}
             archive = work / f"{clip.name}_{i}.pfnr"
             records.append(encode_point(clip, archive, options, device, versions, settings))
             write_records(records, args.out, args.name, machine)
@@ -97,22 +112,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.psnr,
             r.ms_ssim,
             r.extra["breakdown"]["weights"],
+            r.extra["breakdown"].get("latents", 0),
+            r.bpp / x264_rate_at(x264[r.clip], r.psnr),
         ]
         for r in records
     ]
-    header = ["clip", "setting", "epochs", "bytes", "bpp", "PSNR", "MS-SSIM", "weight bytes"]
+    header = ["clip", "setting", "epochs", "bytes", "bpp", "PSNR", "MS-SSIM", "weights B"]
+    header += ["latents B", "x x264"]
     write_markdown(
         args.out / f"{args.name}.md",
-        "pfnr rate levers at equal wall time",
+        "pfnr rate-distortion levers at equal wall time",
         machine,
         [
             f"Whole clips at the `{args.preset}` preset's working size, {args.minutes:g} minutes "
             "of training per row, one row at a time; bpp from the whole file, PSNR of the decoded "
-            "session against the resized source.",
+            "session against the resized source. 'x x264': the row's bpp over the bpp x264 "
+            "medium needs for the same PSNR on the same frames, measured in this run (CRF sweep, "
+            "log-rate interpolated): a one-point stand-in for BD-rate, lower is better.",
             markdown_table(rows, header),
         ],
     )
     return 0
+
+
+def x264_rate_at(points: Sequence[Record], psnr: float) -> float:
+    """bpp the anchor needs for `psnr`, interpolated in log-rate (clamped to its sweep)."""
+    ordered = sorted(points, key=lambda r: r.psnr)
+    quality = [r.psnr for r in ordered]
+    log_rate = [math.log(r.bpp) for r in ordered]
+    return math.exp(float(np.interp(psnr, quality, log_rate)))
 
 
 if __name__ == "__main__":

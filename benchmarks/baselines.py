@@ -20,13 +20,19 @@ import numpy as np
 import torch
 
 from benchmarks.common import Clip, markdown_table, quality
-from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+from pfnr_codec.api import (
+    EncodeOptions,
+    decode_session,
+    encode_video,
+    inspect_archive,
+    train_settings,
+)
 from pfnr_codec.config import get_preset, scaled_preset
 from pfnr_codec.entropy import DEFAULT_CODER, encode_ints, get_coder
 from pfnr_codec.model import PFNR
 from pfnr_codec.quant import dequantize, quantize
 from pfnr_codec.render import render_frames, resolve_device
-from pfnr_codec.train import TrainSettings, begin_session, fit_dense
+from pfnr_codec.train import begin_session, fit_dense, start_head
 from pfnr_codec.video import frames_to_tensor, write_video
 
 WIDTH_GRID = np.round(np.arange(0.2, 4.01, 0.05), 2)
@@ -80,6 +86,16 @@ def width_for_bytes(preset: str, shape: tuple[int, int], target: float, bits: fl
     return float(WIDTH_GRID[int(np.argmin([abs(b - target) for b in sizes]))])
 
 
+def _head_bytes(head) -> int:  # noqa: ANN001
+    """Bytes a head costs as an archive stores it: float32 output layer, coded latents."""
+    coder = get_coder(DEFAULT_CODER)
+    size = 4 * (head.conv.weight.numel() + head.conv.bias.numel())
+    for grid in head.grids().values():
+        values = torch.round(grid.values.detach()).cpu().numpy().astype(np.int64)
+        size += sum(len(encode_ints(values[:, c].ravel(), coder)) for c in range(values.shape[1]))
+    return size
+
+
 def _quantized(model: PFNR, bits: int = 8) -> tuple[dict[str, torch.Tensor], int]:
     """Dense weights rounded as an archive would store them, and their coded size in bytes."""
     coder = get_coder(DEFAULT_CODER)
@@ -108,29 +124,22 @@ def run_finetune(
     config = _config(preset, scale, shape)
     device = resolve_device(options.device)
     model = PFNR(config).to(device)
-    base = get_preset(preset)
-    settings = TrainSettings(
-        capacity=1.0,
-        bits=8,
-        epochs=options.epochs or base.epochs,
-        minutes=options.minutes,
-        learning_rate=options.learning_rate or base.learning_rate,
-        batch_size=base.batch_size,
-        seed=options.seed,
-    )
-    begin_session(model, settings, options.seed)
+    settings = replace(train_settings(options, preset), capacity=1.0, bits=8)
+    targets = [frames_to_tensor(clip.frames).to(device) for clip in clips]
+    generator = torch.Generator().manual_seed(options.seed)
+    begin_session(model, settings, options.seed, targets[0])
     n = len(clips)
     psnr = np.full((n, n), np.nan)
     heads, sizes = [], []
-    for j, clip in enumerate(clips):
-        head = model.new_head().to(device)
-        fit_dense(model, head, frames_to_tensor(clip.frames).to(device), settings)
+    for j, target in enumerate(targets):
+        head = start_head(model, target, generator)
+        fit_dense(model, head, target, settings)
         heads.append(head)
-        heads_bytes += 4 * sum(p.numel() for p in head.parameters())
+        heads_bytes += _head_bytes(head)
         weights, body_bytes = _quantized(model)
         sizes.append(body_bytes + heads_bytes)
         for i in range(j + 1):
-            frames = render_frames(model, weights, heads[i], clips[i].shape[0])
+            frames = render_frames(model, weights, heads[i])
             psnr[i, j] = quality(clips[i].frames, frames)[0]
     return Matrix(f"fine-tuning (dense, width x{scale:g})", [c.name for c in clips], psnr, sizes)
 

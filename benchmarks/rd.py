@@ -123,7 +123,7 @@ def run_pfnr(clip: Clip, mode: str, args: argparse.Namespace, work: Path) -> lis
 
     budget = dict(pfnr_runs.BUDGETS[mode])
     budget.update({k: v for k, v in (("epochs", args.epochs), ("minutes", args.minutes)) if v})
-    points = [pfnr_runs.Point(w) for w in args.widths] if args.widths else None
+    points = [pfnr_runs.Point(q) for q in args.qualities] if args.qualities else None
     device = args.device
     return pfnr_runs.sweep(
         clip,
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-pfnr", action="store_true", help="anchors only")
     parser.add_argument("--epochs", type=int, default=None, help="pfnr epochs per point")
     parser.add_argument("--minutes", type=float, default=None, help="pfnr time cap per point")
-    parser.add_argument("--widths", type=float, nargs="*", help="pfnr width scales to sweep")
+    parser.add_argument("--qualities", type=int, nargs="*", help="pfnr --quality levels to sweep")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="result file stem (default rd / rd_quick)")

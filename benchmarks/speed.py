@@ -81,16 +81,16 @@ def measure_decode(archive: Path, session: int, device: str, repeats: int) -> di
     """Frames/s of the network forward at batch 1 and 8, and of the api's full decode call."""
     dev = resolve_device(device)
     loaded = load_archive(archive, dev, upto=session)
-    model, head = loaded.model, loaded.heads[session - 1]
+    model, head = loaded.session_model(session), loaded.heads[session - 1]
     weights = session_weights(model, loaded.masks[session - 1])
     frames = int(loaded.session(session).meta["frames"])
     out: dict[str, float] = {}
     for batch in (1, 8):
-        t = torch.arange(batch, device=dev, dtype=torch.float32) / frames
+        indices = torch.arange(batch, device=dev)
 
-        def forward(t: torch.Tensor = t) -> None:
+        def forward(indices: torch.Tensor = indices) -> None:
             with torch.no_grad():
-                model(t, head, weights)
+                model(indices, head, weights)
 
         out[f"batch {batch}"] = batch / best_of(forward, repeats)
     seconds = best_of(lambda: decode_session(archive, session, size="working", device=device), 2)
@@ -143,18 +143,18 @@ def measure_mask_overhead(
     from pfnr_codec.config import get_preset
     from pfnr_codec.loss import reconstruction_loss
     from pfnr_codec.model import PFNR
-    from pfnr_codec.render import frame_times
     from pfnr_codec.train import TrainSettings, begin_session, dense_weights
 
     target = resolve_device(device)
     model = PFNR(get_preset(preset).model_config(*size)).to(target)
-    head = begin_session(model, TrainSettings(capacity=capacity), session_seed=1)
-    batch = get_preset(preset).batch_size
+    batch = get_preset(preset).train["batch_size"]
     frames = torch.rand(batch, 3, model.config.height, model.config.width, device=target)
-    t = frame_times(torch.arange(batch), 100).float().to(target)
+    settings = TrainSettings(capacity=capacity)
+    head = begin_session(model, settings, session_seed=1, frames=frames)
+    indices = torch.arange(batch, device=target)
 
     def step(masked: bool) -> None:
-        out = model(t, head, None if masked else dense_weights(model))
+        out = model(indices, head, None if masked else dense_weights(model))
         reconstruction_loss(out, frames).backward()
         model.zero_grad(set_to_none=True)
         head.zero_grad(set_to_none=True)
@@ -211,6 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else None
     )
     t, h, w = clips[0].shape
+    macs = load_archive(archive, torch.device("cpu"), upto=1).session_model(1).config.macs_per_pixel
     sections = [
         f"Device: {device_name(args.device)}; torch threads {torch.get_num_threads()}; "
         f"{frames} frames per clip at the working size {w}x{h} (preset {args.preset}), "
@@ -232,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["masked s/step", "unmasked s/step", "ratio"],
         ),
         "## Decode (session 1)",
+        f"Decoding costs {macs:,.0f} multiply-accumulates per output pixel (convolutions, linear "
+        "layers, FSO mixing and head; FFTs and activations not counted).",
         markdown_table(
             [[f"pfnr {k}", v] for k, v in decode.items()]
             + [[f"PyAV H.264 decode to RGB ({h264_bytes} B stream)", h264_fps]],
@@ -254,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "machine": machine,
                 "encode": encode_rows,
                 "decode_fps": decode,
+                "decode_macs_per_pixel": macs,
                 "mask_overhead": overhead,
                 "h264_decode_fps": h264_fps,
                 "entropy": entropy_rows,

@@ -9,19 +9,20 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .archive import load_archive, new_header, session_frames
+from .archive import LoadedArchive, load_archive, new_header, session_frames
 from .bitstream import pack_session, stream_category
-from .config import get_preset, scaled_preset
-from .container import FORMAT_VERSION, SessionChunk, append_session, archive_lock
+from .config import DEFAULT_QUALITY, get_preset, quality_width, scaled_preset
+from .container import SessionChunk, append_session, archive_lock
 from .entropy import DEFAULT_CODER, get_coder
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, UsageError
+from .growth import check_store_size, growth_for, layer_widths
 from .metrics import bpp, ms_ssim, psnr
 from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
@@ -33,7 +34,8 @@ SEED_STRIDE = 1_000_003  # session k of seed s trains from seed s * SEED_STRIDE 
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How to encode one video. `preset`, `coder` and `width_scale` apply to new archives only."""
+    """How to encode one video. `preset`, `coder`, `quality`, `width_scale` and `model` apply
+    to new archives only."""
 
     preset: str | None = None
     capacity: float | None = None
@@ -46,9 +48,14 @@ class EncodeOptions:
     seed: int = 0
     coder: str | None = None
     qat_epochs: int = 0
-    quantize_aware: bool = False
+    quantize_aware: bool | None = None  # None: the preset's
+    rate_lambda: float | None = None  # None: the preset's
     learning_rate: float | None = None
-    width_scale: float = 1.0
+    loss: str | None = None  # None: the preset's
+    growth: float | None = None  # None: the preset's
+    quality: int | None = None  # 1..7 (config.quality_width); None: 4
+    width_scale: float = 1.0  # times the quality's width (benchmarks size baselines with it)
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields for a new archive
     lock_wait: float = 0.0
 
 
@@ -71,6 +78,7 @@ class SessionReport:
     reused_share: float
     encode_seconds: float | None
     epochs: int | None
+    added_channels: int = 0  # channels the session added to the shared network (growth)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,19 +133,23 @@ def fingerprint(frames: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest()
 
 
-def _settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
-    preset = get_preset(preset_name)
-    return TrainSettings(
-        capacity=preset.capacity if options.capacity is None else options.capacity,
-        bits=preset.bits if options.bits is None else options.bits,
-        epochs=preset.epochs if options.epochs is None else options.epochs,
-        minutes=options.minutes,
-        learning_rate=options.learning_rate or preset.learning_rate,
-        batch_size=preset.batch_size,
-        qat_epochs=options.qat_epochs,
-        quantize_aware=options.quantize_aware,
-        seed=options.seed,
-    )
+def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
+    """The preset's training defaults, overridden by whatever the options set."""
+    chosen = {
+        "capacity": options.capacity,
+        "bits": options.bits,
+        "epochs": options.epochs,
+        "learning_rate": options.learning_rate,
+        "quantize_aware": options.quantize_aware,
+        "rate_lambda": options.rate_lambda,
+        "loss": options.loss,
+        "growth": options.growth,
+        "minutes": options.minutes,
+    }
+    values = dict(get_preset(preset_name).train)
+    values.update({k: v for k, v in chosen.items() if v is not None})
+    values.update(qat_epochs=options.qat_epochs, seed=options.seed)
+    return TrainSettings(**values)
 
 
 def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
@@ -147,24 +159,78 @@ def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
         )
 
 
-def _open_or_create(
+MIN_FREE_SHARE = 0.01  # below this, a model family that cannot grow refuses a new session
+
+
+@dataclass
+class _NextSession:
+    """Everything a new session is trained against."""
+
+    header: dict[str, Any]
+    model: PFNR  # the session's own network, earlier sessions' weights frozen in it
+    count: int  # sessions already in the archive
+    preset: str
+    settings: TrainSettings
+    grow: tuple[int, ...]  # channels the session adds to each layer
+
+
+def _next_session(
     archive: Path, options: EncodeOptions, height: int, width: int, device: torch.device
-) -> tuple[dict[str, Any], PFNR, int, str]:
-    """(header, model with all sessions replayed, sessions so far, preset name)."""
-    if archive.exists():
-        loaded = load_archive(archive, device)
-        preset_name = str(loaded.header.get("preset", "cpu"))
-        _check_same(options.preset, preset_name, "preset", archive)
-        _check_same(options.coder, loaded.header["coder"], "coder", archive)
-        if options.width_scale != 1.0:
-            raise ConfigError(f"{archive} exists: a width scale applies to new archives only")
-        return loaded.header, loaded.model, loaded.session_count, preset_name
-    preset_name = options.preset or "cpu"
-    preset = scaled_preset(get_preset(preset_name), options.width_scale)
-    config = preset.model_config(height, width)
-    coder = options.coder or DEFAULT_CODER
-    get_coder(coder)
-    return new_header(preset_name, config, coder), PFNR(config).to(device), 0, preset_name
+) -> _NextSession:
+    """Open `archive` (or plan a new one) and lay out the network of its next session."""
+    if not archive.exists():
+        preset_name = options.preset or "cpu"
+        quality = DEFAULT_QUALITY if options.quality is None else options.quality
+        scale = options.width_scale * quality_width(quality)
+        preset = scaled_preset(get_preset(preset_name), scale)
+        try:
+            config = replace(preset.model_config(height, width), **options.model)
+        except TypeError as exc:
+            raise ConfigError(f"unknown model setting: {exc}") from None
+        coder = options.coder or DEFAULT_CODER
+        get_coder(coder)
+        settings = train_settings(options, preset_name)
+        header = new_header(preset_name, config, coder)
+        zero = (0,) * len(layer_widths(config))
+        return _NextSession(header, PFNR(config).to(device), 0, preset_name, settings, zero)
+    loaded = load_archive(archive, device)
+    preset_name = str(loaded.header.get("preset", "cpu"))
+    _check_same(options.preset, preset_name, "preset", archive)
+    _check_same(options.coder, loaded.header["coder"], "coder", archive)
+    if options.width_scale != 1.0 or options.model or options.quality is not None:
+        raise ConfigError(
+            f"{archive} exists: --quality and model settings apply to new archives only"
+        )
+    settings = train_settings(options, preset_name)
+    grow = _growth(loaded, settings, archive)
+    check_store_size(loaded.config, [*loaded.grows, grow], str(archive))
+    model = loaded.store.view(loaded.session_count + 1, grow)
+    return _NextSession(loaded.header, model, loaded.session_count, preset_name, settings, grow)
+
+
+def _growth(loaded: LoadedArchive, settings: TrainSettings, archive: Path) -> tuple[int, ...]:
+    """Channels the next session adds: none while `capacity` of its network is still free;
+    otherwise `growth` of the base widths (latent family), or a clear refusal (frame-time family,
+    which cannot grow) once almost nothing is free."""
+    zero = (0,) * len(layer_widths(loaded.config))
+    layers = loaded.store.base.masked_weights().values()
+    free = sum(int((~mw.used).sum()) * mw.expand for mw in layers)
+    free_share = free / max(1, sum(mw.weight.numel() for mw in layers))
+    if free_share >= settings.capacity - 1e-9:
+        return zero
+    if loaded.config.latent:
+        if settings.growth <= 0:
+            raise UsageError(
+                f"{archive} is full ({free_share:.1%} of the shared weights are free) and growth "
+                "is off; allow growth or start a new archive"
+            )
+        return growth_for(loaded.config, settings.growth)
+    if free_share < MIN_FREE_SHARE:
+        raise UsageError(
+            f"{archive} is full: {free_share:.1%} of its shared weights are free, and its model "
+            "family (frame-time input) cannot grow; start a new archive (the default preset grows)"
+        )
+    return zero
 
 
 def encode_video(
@@ -174,14 +240,14 @@ def encode_video(
     progress: Callable[[Progress], None] | None = None,
 ) -> SessionReport:
     """Fit `video` as the next session of `archive` (created if missing) and append it atomically."""
+    if options.quality is not None:
+        quality_width(options.quality)  # a bad level fails before anything is read or locked
     frames, info = read_video(video, options.frames)
     device = resolve_device(options.device)
     start = time.monotonic()
     with archive_lock(archive, wait=options.lock_wait):
-        header, model, count, preset_name = _open_or_create(
-            archive, options, info.height, info.width, device
-        )
-        settings = _settings(options, preset_name)
+        nxt = _next_session(archive, options, info.height, info.width, device)
+        header, model, count, settings = nxt.header, nxt.model, nxt.count, nxt.settings
         config = model.config
         targets = resize_frames(frames, config.height, config.width)
         target_tensor = frames_to_tensor(targets).to(device)
@@ -190,8 +256,8 @@ def encode_video(
         )
         masks = {name: t.mask for name, t in fit.tensors.items()}
         weights = session_weights(model, masks)
-        decoded = render_frames(model, weights, fit.head, len(targets))
-        exact = render_frames(model, weights, fit.head, len(targets), exact=True)
+        decoded = render_frames(model, weights, fit.head)
+        exact = render_frames(model, weights, fit.head, exact=True)
         layers = model.masked_weights()
         active = sum(int(t.mask.sum()) * layers[n].expand for n, t in fit.tensors.items())
         reused = sum(
@@ -207,6 +273,7 @@ def encode_video(
             "original_size": [info.height, info.width],
             "capacity": settings.capacity,
             "bits": settings.bits,
+            "grow": list(nxt.grow),
             "psnr": psnr(decoded, targets),
             "ms_ssim": ms_ssim(decoded, targets),
             "psnr_float": fit.psnr_float,
@@ -225,11 +292,13 @@ def encode_video(
         meta["encode_seconds"] = round(time.monotonic() - start, 3)
         contents = append_session(archive, header, SessionChunk(meta, streams), count)
     return _session_report(
-        count + 1, contents.sessions[count], contents.session_bytes[count], config
+        count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
     )
 
 
-def _session_report(number: int, chunk: SessionChunk, size: int, config: Any) -> SessionReport:
+def _session_report(
+    number: int, chunk: SessionChunk, size: int, config: Any, grow: tuple[int, ...]
+) -> SessionReport:
     meta = chunk.meta
     frames = int(meta.get("frames", 0))
     active = max(1, int(meta.get("active_weights", 0)))
@@ -249,6 +318,7 @@ def _session_report(number: int, chunk: SessionChunk, size: int, config: Any) ->
         reused_share=int(meta.get("reused_weights", 0)) / active,
         encode_seconds=meta.get("encode_seconds"),
         epochs=meta.get("epochs"),
+        added_channels=sum(grow),
     )
 
 
@@ -283,11 +353,11 @@ def decode_session(
     if not 0 <= start < end <= total:
         raise InputError(f"frames {start}:{end} outside session {session} ({total} frames)")
     began = time.perf_counter()
+    model = loaded.session_model(session)
     out = render_frames(
-        loaded.model,
-        session_weights(loaded.model, loaded.masks[session - 1]),
+        model,
+        session_weights(model, loaded.masks[session - 1]),
         loaded.heads[session - 1],
-        total,
         start,
         end,
         exact,
@@ -321,7 +391,7 @@ def inspect_archive(archive: Path) -> ArchiveInfo:
     loaded = load_archive(archive, torch.device("cpu"))
     contents, config = loaded.contents, loaded.config
     sessions = [
-        _session_report(i + 1, chunk, contents.session_bytes[i], config)
+        _session_report(i + 1, chunk, contents.session_bytes[i], config, loaded.grows[i])
         for i, chunk in enumerate(contents.sessions)
     ]
     breakdown = {"header": contents.header_bytes, "weights": 0, "masks": 0, "scales": 0, "heads": 0}
@@ -331,19 +401,18 @@ def inspect_archive(archive: Path) -> ArchiveInfo:
         for name, data in chunk.streams.items():
             category = stream_category(name)
             breakdown[category] = breakdown.get(category, 0) + len(data)
-    layers = loaded.model.masked_weights()
     pixels = sum(s.frames for s in sessions) * config.height * config.width
     return ArchiveInfo(
         path=str(archive),
-        format_version=".".join(map(str, FORMAT_VERSION)),
+        format_version=".".join(map(str, contents.version)),
         tool_version=str(contents.header.get("tool_version", "")),
         preset=str(contents.header.get("preset", "")),
         coder=loaded.header["coder"],
         working_size=[config.height, config.width],
-        model_weights=sum(mw.weight.numel() for mw in layers.values()),
+        model_weights=loaded.store.stored_weights(),
         sessions=sessions,
         file_bytes=contents.file_bytes,
         breakdown=breakdown,
         bpp=contents.file_bytes * 8 / pixels if pixels else 0.0,
-        free_share={n: 1.0 - float(mw.used.float().mean()) for n, mw in layers.items()},
+        free_share=loaded.store.free_share(),
     )

@@ -21,7 +21,10 @@ from .config import ModelConfig
 from .container import ArchiveContents, SessionChunk, read_archive
 from .entropy import CODERS, EntropyCoder, get_coder
 from .errors import ArchiveError, UsageError
+from .growth import SharedWeights, check_grow, check_store_size
 from .model import PFNR, Head
+
+MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
 
 def new_header(preset: str, config: ModelConfig, coder: str) -> dict[str, Any]:
@@ -63,13 +66,14 @@ def session_frames(session: SessionChunk, index: int, path: Path) -> int:
 
 @dataclass
 class LoadedArchive:
-    """The network of an archive with sessions 1..len(masks) replayed."""
+    """The shared weights of an archive with sessions 1..len(masks) replayed."""
 
     path: Path
     contents: ArchiveContents
-    config: ModelConfig
+    config: ModelConfig  # the header's (base) network
     coder: EntropyCoder
-    model: PFNR
+    store: SharedWeights
+    grows: list[tuple[int, ...]] = field(default_factory=list)  # per replayed session
     masks: list[dict[str, Tensor]] = field(default_factory=list)
     heads: list[Head] = field(default_factory=list)
 
@@ -91,19 +95,40 @@ class LoadedArchive:
             )
         return self.contents.sessions[number - 1]
 
+    def session_model(self, number: int) -> PFNR:
+        """Session `number`'s own network (1-based; a replayed one), as it was encoded."""
+        return self.store.view(number, self.grows[number - 1])
+
+
+def grow_of(config: ModelConfig, meta: dict[str, Any], path: Path, number: int) -> tuple[int, ...]:
+    """A session's `grow` metadata, checked."""
+    return check_grow(config, meta.get("grow"), f"{path}: session {number}")
+
 
 def load_archive(path: Path, device: torch.device, upto: int | None = None) -> LoadedArchive:
     """Read `path` and replay its sessions 1..upto (all by default)."""
     contents = read_archive(path)  # which bounds the session count (container.MAX_SESSIONS)
     config, coder_name = parse_header(contents.header, path)
-    model = PFNR(config).to(device)
-    loaded = LoadedArchive(path, contents, config, get_coder(coder_name), model)
     count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
-    for i in range(count):
+    chunks = contents.sessions[:count]
+    frames = [session_frames(chunk, i + 1, path) for i, chunk in enumerate(chunks)]
+    for i, n in enumerate(frames):
+        if config.latent_values(n) > MAX_LATENT_VALUES:
+            raise ArchiveError(
+                f"{path}: session {i + 1} would hold {config.latent_values(n)} latent values "
+                f"(limit {MAX_LATENT_VALUES})"
+            )
+    grows = [grow_of(config, chunk.meta, path, i + 1) for i, chunk in enumerate(chunks)]
+    check_store_size(config, grows, str(path))
+    store = SharedWeights(config, device)
+    loaded = LoadedArchive(path, contents, config, get_coder(coder_name), store, grows)
+    for i, grow in enumerate(grows):
+        view = store.view(i + 1, grow)
         try:
-            masks, head = unpack_session(contents.sessions[i].streams, model, loaded.coder)
+            masks, head = unpack_session(chunks[i].streams, view, loaded.coder, frames[i])
         except ArchiveError as exc:
             raise ArchiveError(f"{path}: session {i + 1}: {exc}") from None
+        store.absorb(i + 1, view)
         loaded.masks.append(masks)
         loaded.heads.append(head)
     return loaded

@@ -5,8 +5,10 @@ Per shared tensor a session stores four streams:
 - `<tensor>/claim`: its mask over the free positions (bits);
 - `<tensor>/codes`: the quantized values of the weights it newly claims, row-major (ints);
 - `<tensor>/scales`: one float32 scale per quantization group;
-plus `head/weight` and `head/bias` (float32). Every count is implied by what the decoder already holds
-(the union of earlier masks, this session's mask), so no stream stores its own length of symbols.
+plus `head/weight` and `head/bias` (float32) and, in the latent family, `latent/<grid>/<channel>`: the
+integer latents of one channel of one grid, row-major over (cells, height, width). Every count is
+implied by what the decoder already holds (the model, the union of earlier masks, this session's mask
+and frame count), so no stream stores its own length of symbols.
 Unpacking replays the session into the model: the same dequantized values are frozen at the same
 positions as when it was encoded.
 """
@@ -28,7 +30,6 @@ from .entropy import (
 )
 from .errors import ArchiveError, PfnrError
 from .model import PFNR, Head
-from .quant import dequantize
 from .train import SessionFit
 
 STREAM_KINDS = ("reuse", "claim", "codes", "scales")
@@ -39,6 +40,8 @@ def stream_category(name: str) -> str:
     kind = name.rsplit("/", 1)[-1]
     if name.startswith("head/"):
         return "heads"
+    if name.startswith("latent/"):
+        return "latents"
     return {"reuse": "masks", "claim": "masks", "codes": "weights", "scales": "scales"}.get(
         kind, "other"
     )
@@ -56,6 +59,13 @@ def pack_session(fit: SessionFit, coder: EntropyCoder) -> dict[str, bytes]:
     head = fit.head.conv
     streams["head/weight"] = encode_floats(head.weight.detach().cpu().numpy().ravel())
     streams["head/bias"] = encode_floats(head.bias.detach().cpu().numpy().ravel())
+    for name, grid in fit.head.grids().items():
+        values = grid.values.detach().cpu().numpy()  # (cells, C, h, w), integers
+        codes = values.astype(np.int64)
+        if not np.array_equal(codes, values):
+            raise ArchiveError(f"{name}: latents must be integers before they are stored")
+        for c in range(values.shape[1]):
+            streams[f"{name}/{c}"] = encode_ints(codes[:, c].ravel(), coder)
     return streams
 
 
@@ -67,9 +77,10 @@ def _stream(streams: dict[str, bytes], name: str) -> bytes:
 
 
 def unpack_session(
-    streams: dict[str, bytes], model: PFNR, coder: EntropyCoder
+    streams: dict[str, bytes], model: PFNR, coder: EntropyCoder, frames: int
 ) -> tuple[dict[str, Tensor], Head]:
-    """Replay a stored session into `model` (freezing its weights); returns its masks and head."""
+    """Replay a stored session of `frames` frames into `model` (freezing its weights); returns
+    its masks and head."""
     masks: dict[str, Tensor] = {}
     try:
         for name, mw in model.masked_weights().items():
@@ -80,16 +91,22 @@ def unpack_session(
             new = np.broadcast_to(mask & ~used, mw.shape)
             codes = decode_ints(_stream(streams, f"{name}/codes"), int(new.sum()), coder)
             scales = decode_floats(_stream(streams, f"{name}/scales"), mw.n_groups)
-            groups = mw.groups().numpy()[new]
-            full = np.zeros(mw.shape, dtype=np.float32)
-            full[new] = dequantize(codes, groups, scales)
             mask_t = torch.from_numpy(mask).to(mw.used.device)
-            mw.freeze(mask_t, torch.from_numpy(full).to(mw.frozen.device))
+            mw.claim(mask_t, codes, scales)
             masks[name] = mask_t
-        head = model.new_head().to(mw.frozen.device)
+        head = model.new_head(frames)
         conv = head.conv
         weight = decode_floats(_stream(streams, "head/weight"), conv.weight.numel())
         bias = decode_floats(_stream(streams, "head/bias"), conv.bias.numel())
+        latents = {}
+        for name, grid in head.grids().items():
+            cells, channels, height, width = grid.values.shape
+            per_channel = [
+                decode_ints(_stream(streams, f"{name}/{c}"), cells * height * width, coder)
+                for c in range(channels)
+            ]
+            stacked = np.stack(per_channel).reshape(channels, cells, height, width)
+            latents[name] = torch.from_numpy(stacked.transpose(1, 0, 2, 3).astype(np.float32))
     except PfnrError:
         raise
     except (ValueError, IndexError) as exc:
@@ -97,4 +114,6 @@ def unpack_session(
     with torch.no_grad():
         conv.weight.copy_(torch.from_numpy(weight.copy()).view(conv.weight.shape))
         conv.bias.copy_(torch.from_numpy(bias.copy()))
-    return masks, head
+        for name, grid in head.grids().items():
+            grid.values.copy_(latents[name])
+    return masks, head.to(next(model.buffers()).device)

@@ -117,11 +117,26 @@ class _Bars:
 def encode(
     videos: Annotated[list[Path], typer.Argument(help="Videos (or folders of frames), in order.")],
     archive: ArchiveOpt = Path("archive.pfnr"),
-    preset: Annotated[str | None, typer.Option(help="tiny, cpu or paper (new archives).")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="cpu, cpu-time, paper or tiny (new archives).")
+    ] = None,
+    quality: Annotated[
+        int | None,
+        typer.Option(
+            "--quality",
+            min=1,
+            max=7,
+            help="1..7 (new archives; default 4): each level up about doubles the bits.",
+        ),
+    ] = None,
     capacity: Annotated[
         float | None, typer.Option(help="Share of each layer a session uses.")
     ] = None,
     bits: Annotated[int | None, typer.Option(help="Weight quantization bits, 2..8.")] = None,
+    growth: Annotated[
+        float | None,
+        typer.Option(help="Share of the base widths a session adds when the network is full."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per session.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Training time budget per session.")] = None,
     frames: Annotated[str | None, typer.Option(help="Frame range START:END of each video.")] = None,
@@ -133,8 +148,12 @@ def encode(
     ] = None,
     finetune: Annotated[int, typer.Option(help="Quantization-aware fine-tune epochs.")] = 0,
     qat: Annotated[
-        bool, typer.Option(help="Train through the quantized weights once the mask is fixed.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--qat/--no-qat",
+            help="Train through the quantized weights once the mask is fixed (preset default).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Add one session per video to ARCHIVE (created if missing)."""
@@ -149,7 +168,9 @@ def encode(
         for i, video in enumerate(videos):
             options = EncodeOptions(
                 preset=preset,
+                quality=quality,
                 capacity=capacity,
+                growth=growth,
                 bits=bits,
                 epochs=epochs,
                 minutes=minutes,
@@ -247,6 +268,13 @@ def info(
         f"working size {w}x{h}, coder {report.coder}"
     )
     out.print(_session_table("sessions", report.sessions, with_time=False))
+    grown = [s for s in report.sessions if s.added_channels]
+    if grown:
+        added = sum(s.added_channels for s in grown)
+        out.print(
+            f"growth: {len(grown)} sessions added {added:,} channels of their own "
+            f"(sessions {', '.join(str(s.session) for s in grown)})"
+        )
     parts = _table("bytes")
     for column in ("part", "bytes", "share"):
         parts.add_column(column, justify="right")
@@ -254,7 +282,7 @@ def info(
         parts.add_row(part, f"{size:,}", f"{size / max(1, report.file_bytes):.1%}")
     parts.add_row("file", f"{report.file_bytes:,}", f"archive BPP {report.bpp:.4f}")
     out.print(parts)
-    free = _table("free for future sessions")
+    free = _table("free in the base network (a full one grows)")
     free.add_column("layer")
     free.add_column("free", justify="right")
     for layer, share in report.free_share.items():

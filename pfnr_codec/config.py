@@ -30,6 +30,17 @@ class ModelConfig:
     fso_modes: tuple[int, int] = (4, 4)  # kept frequencies: rows of each sign, columns
     fso_only: bool = False  # the f-NeRV block drops its conv+PixelShuffle branch
     linear_mask_block: int = 4  # consecutive inputs of a stem row sharing one mask bit
+    # The input family. "time": the frame time t = k / N, positional-encoded, through a masked MLP
+    # stem (NeRV, PFNR). "latent": each session owns integer latent grids at the stem grid, one per
+    # entry of `latent_steps` (a cell every `step` frames, linear in time between cells), read by a
+    # masked 3x3 conv stem; plus, when `fine_block` is set, a grid of `fine_channels` at that
+    # block's input resolution (a cell every `fine_step` frames), put before its input channels.
+    input: str = "time"
+    latent_steps: tuple[int, ...] = ()
+    latent_channels: int = 8
+    fine_block: int | None = None
+    fine_channels: int = 4
+    fine_step: int = 8
 
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.channels) or not self.strides:
@@ -44,6 +55,33 @@ class ModelConfig:
             raise ConfigError(f"model sizes must be positive, got {self}")
         if self.fso_block is not None and not 0 <= self.fso_block < len(self.strides):
             raise ConfigError(f"fso_block {self.fso_block} is not one of the model's blocks")
+        if self.input not in INPUTS:
+            raise ConfigError(f"model input must be one of {INPUTS}, got {self.input!r}")
+        if self.input == "latent":
+            if not self.latent_steps or min(self.latent_steps) < 1:
+                raise ConfigError(
+                    f"latent input needs positive latent steps, got {self.latent_steps}"
+                )
+            if min(self.latent_channels, self.fine_channels, self.fine_step) < 1:
+                raise ConfigError(f"latent sizes must be positive, got {self}")
+            if self.fine_block is not None and not 0 <= self.fine_block < len(self.strides):
+                raise ConfigError(f"fine_block {self.fine_block} is not one of the model's blocks")
+        elif self.fine_block is not None:
+            raise ConfigError("fine latents need the latent input")
+
+    @property
+    def latent(self) -> bool:
+        return self.input == "latent"
+
+    def block_input_size(self, block: int) -> tuple[int, int]:
+        """(height, width) of the feature map entering block `block`."""
+        scale = math.prod(self.strides[:block])
+        return self.base_height * scale, self.base_width * scale
+
+    def block_input_channels(self, block: int) -> int:
+        """Channels entering block `block`, fine latents included."""
+        c_in = self.base_channels if block == 0 else self.channels[block - 1]
+        return c_in + (self.fine_channels if block == self.fine_block else 0)
 
     @property
     def upscale(self) -> int:
@@ -63,16 +101,51 @@ class ModelConfig:
     @property
     def weight_count(self) -> int:
         """Shared weights of the network this config builds (without heads)."""
-        count = 2 * self.pe_levels * self.stem_hidden
-        count += self.stem_hidden * self.base_channels * self.base_height * self.base_width
-        c_in = self.base_channels
+        if self.latent:
+            count = len(self.latent_steps) * self.latent_channels * self.base_channels * 9
+        else:
+            count = 2 * self.pe_levels * self.stem_hidden
+            count += self.stem_hidden * self.base_channels * self.base_height * self.base_width
         for i, (stride, c_out) in enumerate(zip(self.strides, self.channels, strict=True)):
             fso = self.fso_block == i
+            c_in = self.block_input_channels(i)
             if not (fso and self.fso_only):
                 count += c_out * stride**2 * c_in * 9
             if fso:
                 count += 2 * c_in * c_out * 2 * self.fso_modes[0] * self.fso_modes[1]
-            c_in = c_out
+        return count
+
+    @property
+    def macs_per_pixel(self) -> float:
+        """Multiply-accumulates of decoding one output pixel: every convolution, linear layer,
+        FSO channel mixing and the head, over the working size (FFTs and activations not
+        counted: they are a few per cent)."""
+        macs = 0
+        if self.latent:
+            inputs = len(self.latent_steps) * self.latent_channels
+            macs += self.base_channels * inputs * 9 * self.base_height * self.base_width
+        else:
+            macs += 2 * self.pe_levels * self.stem_hidden
+            macs += self.stem_hidden * self.base_channels * self.base_height * self.base_width
+        for i, (stride, c_out) in enumerate(zip(self.strides, self.channels, strict=True)):
+            h, w = self.block_input_size(i)
+            c_in = self.block_input_channels(i)
+            if not (self.fso_block == i and self.fso_only):
+                macs += c_out * stride**2 * c_in * 9 * h * w
+            if self.fso_block == i:  # complex mixing: 4 real MACs per kept mode and channel pair
+                macs += 4 * c_in * c_out * 2 * self.fso_modes[0] * self.fso_modes[1]
+        macs += self.channels[-1] * 3 * self.height * self.width
+        return macs / (self.height * self.width)
+
+    def latent_values(self, frames: int) -> int:
+        """Latent values a session of `frames` frames stores (0 for the time input)."""
+        if not self.latent:
+            return 0
+        cells = self.base_height * self.base_width * self.latent_channels
+        count = sum(latent_cells(frames, step) for step in self.latent_steps) * cells
+        if self.fine_block is not None:
+            h, w = self.block_input_size(self.fine_block)
+            count += latent_cells(frames, self.fine_step) * h * w * self.fine_channels
         return count
 
     @classmethod
@@ -106,6 +179,14 @@ class ModelConfig:
         return config
 
 
+INPUTS = ("time", "latent")
+
+
+def latent_cells(frames: int, step: int) -> int:
+    """Cells of a latent grid with a cell every `step` frames: the last frame always has one."""
+    return (frames - 1) // step + 1 + (1 if step > 1 and (frames - 1) % step else 0)
+
+
 # Bounds on every field an archive header may give (docs/FORMAT.md, "Header keys"): far above any
 # preset, low enough that nothing is allocated or looped over before the model is known to be sane.
 INT_FIELD_BOUNDS = {
@@ -115,11 +196,15 @@ INT_FIELD_BOUNDS = {
     "stem_hidden": (1, 4096),
     "pe_levels": (1, 256),
     "linear_mask_block": (1, 64),
+    "latent_channels": (1, 64),
+    "fine_channels": (1, 64),
+    "fine_step": (1, 1024),
 }
 LIST_FIELD_BOUNDS = {  # (min length, max length, min value, max value)
     "strides": (1, 8, 1, 8),
     "channels": (1, 8, 1, 4096),
     "fso_modes": (2, 2, 1, 64),
+    "latent_steps": (0, 8, 1, 1024),
 }
 PE_BASE_BOUNDS = (1.0, 4.0)
 MAX_WORKING_PIXELS = 8192 * 8192
@@ -131,6 +216,12 @@ _OPTIONAL_FIELDS = {
     "fso_modes",
     "fso_only",
     "linear_mask_block",
+    "input",
+    "latent_steps",
+    "latent_channels",
+    "fine_block",
+    "fine_channels",
+    "fine_step",
 }
 
 
@@ -163,9 +254,13 @@ def _checked_field(key: str, value: Any) -> Any:
         if not isinstance(value, int | float) or isinstance(value, bool) or not lo < value <= hi:
             raise fail(f"a number in ({lo}, {hi}]")
         return float(value)
-    if key == "fso_block":
+    if key in ("fso_block", "fine_block"):
         if value is not None and (not _is_int(value) or not 0 <= value < 8):
             raise fail("null or an integer in 0..7")
+        return value
+    if key == "input":
+        if value not in INPUTS:
+            raise fail(f"one of {list(INPUTS)}")
         return value
     if key == "fso_only":
         if not isinstance(value, bool):
@@ -176,40 +271,26 @@ def _checked_field(key: str, value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Preset:
-    """A model family plus the encoder defaults that go with it."""
+    """A model family plus the encoder defaults that go with it.
+
+    `model` holds every `ModelConfig` field except the stem grid, which follows the first video's
+    aspect ratio within `target_pixels`; `train` holds the `TrainSettings` defaults of the family.
+    """
 
     name: str
     description: str
     target_pixels: int  # working-size budget (height x width), never above the source's
-    strides: tuple[int, ...]
-    channels: tuple[int, ...]
-    base_channels: int
-    stem_hidden: int
-    pe_levels: int
-    fso_modes: tuple[int, int]
-    capacity: float
-    bits: int
-    epochs: int
-    learning_rate: float
-    batch_size: int
+    model: dict[str, Any]
+    train: dict[str, Any]
 
     def model_config(self, height: int, width: int) -> ModelConfig:
         """The model for a first video of `height` x `width` pixels."""
         base_h, base_w = base_grid(self.target_pixels, self.upscale, height, width)
-        return ModelConfig(
-            base_height=base_h,
-            base_width=base_w,
-            strides=self.strides,
-            channels=self.channels,
-            base_channels=self.base_channels,
-            stem_hidden=self.stem_hidden,
-            pe_levels=self.pe_levels,
-            fso_modes=self.fso_modes,
-        )
+        return ModelConfig(base_height=base_h, base_width=base_w, **self.model)
 
     @property
     def upscale(self) -> int:
-        return math.prod(self.strides)
+        return math.prod(self.model["strides"])
 
 
 def base_grid(target_pixels: int, upscale: int, height: int, width: int) -> tuple[int, int]:
@@ -222,54 +303,105 @@ def base_grid(target_pixels: int, upscale: int, height: int, width: int) -> tupl
     return base_h, base_w
 
 
+# The latent family: integer latent grids per session (a map per frame, per 4 and per 16 frames at
+# the stem grid; a quarter-resolution map every 8 frames before the second block), a masked conv
+# decoder with the f-NeRV block, weights and latents trained against their coded size (rate term).
+_CPU_LATENT_MODEL = {
+    "strides": (5, 2, 2),
+    "channels": (48, 32, 16),
+    "base_channels": 24,
+    "stem_hidden": 64,
+    "fso_modes": (4, 4),
+    "input": "latent",
+    "latent_steps": (1, 4, 16),
+    "latent_channels": 8,
+    "fine_block": 1,
+    "fine_channels": 4,
+    "fine_step": 8,
+}
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
-        description="for tests: trains in seconds at about 32x48",
+        description="for tests: the latent family, trains in seconds at about 32x48",
         target_pixels=32 * 48,
-        strides=(2, 2, 2),
-        channels=(24, 16, 12),
-        base_channels=8,
-        stem_hidden=32,
-        pe_levels=16,
-        fso_modes=(2, 3),
-        capacity=0.3,
-        bits=8,
-        epochs=40,
-        learning_rate=2e-2,
-        batch_size=4,
+        model={
+            "strides": (2, 2, 2),
+            "channels": (24, 16, 12),
+            "base_channels": 8,
+            "stem_hidden": 32,
+            "pe_levels": 16,
+            "fso_modes": (2, 3),
+            "input": "latent",
+            "latent_steps": (1, 4),
+            "latent_channels": 4,
+            "fine_block": 1,
+            "fine_channels": 2,
+            "fine_step": 4,
+        },
+        train={"capacity": 1.0, "bits": 6, "epochs": 40, "learning_rate": 2e-2, "batch_size": 4},
     ),
     "cpu": Preset(
         name="cpu",
-        description="the default: about 180x320, fits on a 2-core CPU in minutes",
+        description="the default: latent family at about 180x320, minutes on a 2-core CPU",
         target_pixels=180 * 320,
-        strides=(5, 2, 2),
-        channels=(48, 32, 16),
-        base_channels=24,
-        stem_hidden=64,
-        pe_levels=40,
-        fso_modes=(4, 4),
-        capacity=0.5,
-        bits=6,
-        epochs=150,
-        learning_rate=1.5e-2,
-        batch_size=2,
+        model=_CPU_LATENT_MODEL,
+        train={
+            "capacity": 1.0,
+            "bits": 6,
+            "epochs": 150,
+            "minutes": 10.0,  # whichever ends first
+            "learning_rate": 1.5e-2,
+            "batch_size": 2,
+        },
+    ),
+    "cpu-time": Preset(
+        name="cpu-time",
+        description="pfnr 0.1's default: frame-time input at about 180x320 (for comparison)",
+        target_pixels=180 * 320,
+        model={
+            "strides": (5, 2, 2),
+            "channels": (48, 32, 16),
+            "base_channels": 24,
+            "stem_hidden": 64,
+            "pe_levels": 40,
+            "fso_modes": (4, 4),
+        },
+        train={
+            "capacity": 0.5,
+            "bits": 6,
+            "epochs": 150,
+            "learning_rate": 1.5e-2,
+            "batch_size": 2,
+            "loss": "l1-ssim",
+            "rate_lambda": 0.0,
+            "mask_settle": 0.25,
+            "quantize_aware": False,
+        },
     ),
     "paper": Preset(
         name="paper",
-        description="720x1280, NeRV-L-like widths, FSO in block 2; meant for a GPU",
+        description="720x1280, the PFNR paper's frame-time network, FSO in block 2; for a GPU",
         target_pixels=720 * 1280,
-        strides=(5, 2, 2, 2, 2),
-        channels=(112, 96, 96, 96, 96),
-        base_channels=26,
-        stem_hidden=512,
-        pe_levels=80,
-        fso_modes=(8, 8),
-        capacity=0.3,
-        bits=8,
-        epochs=150,
-        learning_rate=5e-4,
-        batch_size=1,
+        model={
+            "strides": (5, 2, 2, 2, 2),
+            "channels": (112, 96, 96, 96, 96),
+            "base_channels": 26,
+            "stem_hidden": 512,
+            "pe_levels": 80,
+            "fso_modes": (8, 8),
+        },
+        train={
+            "capacity": 0.3,
+            "bits": 8,
+            "epochs": 150,
+            "learning_rate": 5e-4,
+            "batch_size": 1,
+            "loss": "l1-ssim",
+            "rate_lambda": 0.0,
+            "mask_settle": 0.25,
+            "quantize_aware": False,
+        },
     ),
 }
 
@@ -295,9 +427,21 @@ def scaled_preset(preset: Preset, width_scale: float) -> Preset:
     def scale(n: int) -> int:
         return max(1, round(n * width_scale))
 
-    return replace(
-        preset,
-        channels=tuple(scale(c) for c in preset.channels),
-        base_channels=scale(preset.base_channels),
-        stem_hidden=scale(preset.stem_hidden),
-    )
+    model = dict(preset.model)
+    model["channels"] = tuple(scale(c) for c in model["channels"])
+    for key in ("base_channels", "stem_hidden", "latent_channels", "fine_channels"):
+        if key in model:
+            model[key] = scale(model[key])
+    return replace(preset, model=model)
+
+
+QUALITIES = range(1, 8)
+DEFAULT_QUALITY = 4
+
+
+def quality_width(quality: int) -> float:
+    """Width scale of quality level 1..7: each level up multiplies the weights and latents of a
+    new archive by about 2 (channels by sqrt 2); 4 is the preset as written."""
+    if isinstance(quality, bool) or not isinstance(quality, int) or quality not in QUALITIES:
+        raise ConfigError(f"quality must be an integer from 1 to 7, got {quality!r}")
+    return round(2 ** ((quality - DEFAULT_QUALITY) / 2), 4)

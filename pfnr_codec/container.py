@@ -28,7 +28,7 @@ import zstandard
 from .errors import ArchiveError, ConfigError
 
 MAGIC = b"\x89PFNR\r\n\x1a\n"
-FORMAT_VERSION: tuple[int, int] = (1, 0)
+FORMAT_VERSION: tuple[int, int] = (1, 1)
 PREAMBLE_BYTES = len(MAGIC) + 2
 
 CHUNK_HEADER = b"HEAD"
@@ -60,6 +60,7 @@ class ArchiveContents:
     file_bytes: int
     header_bytes: int  # magic + version + HEAD chunk + END chunk (+ any ancillary chunks)
     session_bytes: list[int]  # each SESS chunk including its 16 bytes of framing
+    version: tuple[int, int] = FORMAT_VERSION  # the file's own (major, minor)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -251,7 +252,8 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
             f"file has {len(sessions)} sessions and {len(data)} bytes"
         )
     assert header is not None
-    return ArchiveContents(header, sessions, len(data), head_bytes, session_bytes)
+    version = (data[len(MAGIC)], data[len(MAGIC) + 1])
+    return ArchiveContents(header, sessions, len(data), head_bytes, session_bytes, version)
 
 
 def read_archive(path: Path) -> ArchiveContents:

@@ -75,6 +75,23 @@ def quantize(
     return codes.astype(np.int32), scales
 
 
+def quantize_with_scales(
+    values: np.ndarray, groups: np.ndarray, scales: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize `values` with given per-group scales (steps learned in training): codes =
+    round(v / scale) clipped to +-(2**(bits-1) - 1). Returns (codes int32, scales float32)."""
+    qmax = max_code(bits)
+    scales = np.asarray(scales, dtype=np.float32)
+    values = np.asarray(values)
+    if values.ndim != 1 or values.dtype != np.float32 or not np.all(np.isfinite(values)):
+        raise ConfigError("values to quantize must be a finite 1-D float32 array")
+    if scales.ndim != 1 or not np.all(np.isfinite(scales)) or np.any(scales <= 0):
+        raise ConfigError("scales must be a 1-D array of positive finite numbers")
+    groups = _check_groups(groups, values.shape[0], scales.shape[0])
+    codes = np.rint(values.astype(np.float64) / scales[groups].astype(np.float64))
+    return np.clip(codes, -qmax, qmax).astype(np.int32), scales
+
+
 def dequantize(codes: np.ndarray, groups: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Rebuild float32 values as codes.astype(float32) * scales[groups].
 

@@ -39,11 +39,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def frame_times(indices: Tensor, total_frames: int) -> Tensor:
-    """t = k / N_s: depends on the session's own length only."""
-    return indices.to(torch.float64) / total_frames
-
-
 def to_uint8(x: Tensor) -> np.ndarray:
     """(B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3)."""
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
@@ -59,28 +54,25 @@ def render_frames(
     model: PFNR,
     weights: dict[str, Tensor],
     head: Head,
-    total_frames: int,
     start: int = 0,
     end: int | None = None,
     exact: bool = False,
 ) -> np.ndarray:
-    """uint8 frames [start, end) of a session with `total_frames` frames: (T, H, W, 3).
+    """uint8 frames [start, end) of the session `head` belongs to: (T, H, W, 3).
 
     `weights` are the session's effective weights (`session_weights`), or any full set of weights
     for a network trained without masks.
     """
-    end = total_frames if end is None else end
+    end = head.frames if end is None else end
     if exact:
         model, head = copy.deepcopy(model).double(), copy.deepcopy(head).double()
         weights = {name: w.double() for name, w in weights.items()}
-    dtype = torch.float64 if exact else torch.float32
     device = next(head.parameters()).device
     first = start - start % CANONICAL_BATCH
     out = []
     for batch_start in range(first, end, CANONICAL_BATCH):
         indices = torch.arange(batch_start, batch_start + CANONICAL_BATCH, device=device)
-        t = frame_times(indices, total_frames).to(dtype)
-        frames = to_uint8(model(t, head, weights))
+        frames = to_uint8(model(indices, head, weights))
         lo, hi = max(start - batch_start, 0), min(end - batch_start, CANONICAL_BATCH)
         out.append(frames[lo:hi])
     height, width = model.config.height, model.config.width

@@ -1,14 +1,18 @@
 """Fitting one session into the shared network.
 
-A session trains fresh free weights, fresh scores and its own head with a fresh Adam; weights of earlier
-sessions are read from frozen buffers and cannot move. Training runs a warm-up then a cosine schedule
+A session trains fresh free weights, fresh scores and its own head (its output layer and, in the latent
+family, its latent grids, which start as a projection of the downsampled frames so that content is
+there from the first step) with a fresh Adam; weights of earlier sessions are read from frozen buffers
+and cannot move. The loss is the distortion (MSE by default: PSNR is what users measure) plus, with
+`rate_lambda`, lambda x the estimated bits per pixel of what the session stores (`rate.RateModel`). Training runs a warm-up then a cosine schedule
 under a budget in epochs and/or minutes, watches for collapse (NaN or PSNR falling off a cliff) and rolls
 back with a lower learning rate. The scores choose the session's mask only early on: after `mask_settle`
 of the main phase the mask is fixed and the rest of the time polishes that subnetwork (a mask that keeps
 changing makes weights switch in and out until the end; fixing it at a quarter of a 3-minute bunny
-session gave +0.7 dB). At the end the last sound state's mask is the one stored, the newly claimed weights
-are quantized (optionally after a short quantization-aware fine-tune), and the quantized values are frozen
-for good.
+session gave +0.7 dB). With `quantize_aware`, training then runs through the weights as they will be
+stored, with learned steps. At the end the last sound state's mask is the one stored, the newly claimed
+weights are quantized (optionally after a short quantization-aware fine-tune), and the quantized values
+are frozen for good.
 """
 
 from __future__ import annotations
@@ -22,16 +26,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from .errors import ConfigError
 from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
-from .quant import dequantize, quantize
-from .render import frame_times
+from .quant import quantize, quantize_with_scales
+from .rate import RateModel, rate_weight
 
 COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' best PSNR so far counts as a collapse
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
+LOSSES = ("mse", "l1-ssim")
+RATE_MODEL_LR = 1e-2  # learned steps and Laplace scales
+LATENT_INIT_GAIN = 8.0  # downsampled frame - 0.5 (within +-0.5) -> latents within about +-4 steps
 
 
 @dataclass(frozen=True)
@@ -43,12 +51,16 @@ class TrainSettings:
     epochs: int = 150
     minutes: float | None = None
     learning_rate: float = 5e-3
+    latent_learning_rate: float = 0.1  # latents move in whole steps: they need larger updates
     warmup: float = 0.2
     batch_size: int = 4
     qat_epochs: int = 0
     seed: int = 0
-    mask_settle: float = 0.25  # share of the main phase after which the session's mask is fixed
-    quantize_aware: bool = False  # train through fake-quantized weights once the mask is fixed
+    mask_settle: float = 0.3  # share of the main phase after which the session's mask is fixed
+    quantize_aware: bool = True  # train through the quantized weights once the mask is fixed
+    loss: str = "mse"
+    rate_lambda: float = 0.003  # weight of the estimated bits per pixel in the loss
+    growth: float = 0.25  # share of the base widths a session adds when its network is full
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -61,8 +73,14 @@ class TrainSettings:
             raise ConfigError(f"minutes must be positive, got {self.minutes}")
         if not 0.0 < self.mask_settle <= 1.0:
             raise ConfigError(f"mask settle must be in (0, 1], got {self.mask_settle}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+        if not self.learning_rate > 0 or not self.latent_learning_rate > 0:
+            raise ConfigError(f"learning rates must be positive, got {self.learning_rate}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 <= self.growth <= 4.0:
+            raise ConfigError(f"growth must be in [0, 4], got {self.growth}")
+        if not 0.0 <= self.rate_lambda < math.inf:
+            raise ConfigError(f"rate lambda must be finite and >= 0, got {self.rate_lambda}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +112,7 @@ class SessionFit:
     """The outcome of `fit_session`: everything the archive needs, plus figures for the report."""
 
     tensors: dict[str, TensorCodes]
-    head: Head
+    head: Head  # its latents hold the integers the archive stores
     psnr_float: float
     epochs: int
     recoveries: int
@@ -110,16 +128,17 @@ class _Phase:
     """One pass of the training loop: what it trains, for how long, through which weights."""
 
     name: str  # "train" or "finetune", as progress reports it
-    params: list[Tensor]
-    learning_rate: float
+    param_groups: list[tuple[list[Tensor], float]]  # (params, learning rate) pairs
+    learning_rate: float  # the schedule's peak, for progress reports
     epochs: int
     minutes: float | None
     weights: Callable[[], dict[str, Tensor] | None]  # None: the model's own masked forward
     warmup: float
     settle_masks: float | None = None  # fix the session's masks after this share of the epochs
-    # Once the masks are fixed, train through the weights as they will be stored (fake-quantized
-    # at these bits, straight-through gradient): the rounding is learned, not suffered at the end.
-    quantize_settled: int | None = None
+    # Once the masks are fixed, train through the weights as they will be stored (learned steps,
+    # straight-through rounding): the rounding is learned, not suffered at the end.
+    quantize_settled: bool = False
+    weights_quantized: bool = False  # `weights` are already the stored ones: count their bits
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -134,33 +153,66 @@ def learning_rate_at(progress: float, base: float, warmup: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
 
 
-def begin_session(model: PFNR, settings: TrainSettings, session_seed: int) -> Head:
-    """Fresh free weights, scores and head, drawn from the session's own seed."""
+def begin_session(model: PFNR, settings: TrainSettings, session_seed: int, frames: Tensor) -> Head:
+    """Fresh free weights, scores and head for a session of `frames` (T, 3, H, W), drawn from
+    the session's own seed; latent grids start as a projection of the downsampled frames."""
     generator = torch.Generator().manual_seed(session_seed)
     torch.manual_seed(session_seed)
     for mw in model.masked_weights().values():
         mw.reset_session(generator, settings.capacity)
+    return start_head(model, frames, generator)
+
+
+def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
+    """A fresh head for `frames` (T, 3, H, W): latents start as a fixed random projection of
+    each cell's frame, area-downsampled to the grid (content from the first step)."""
     device = next(model.buffers()).device
-    return model.new_head().to(device)
+    head = model.new_head(frames.shape[0])
+    with torch.no_grad():
+        for grid in head.grids().values():
+            channels, height, width = grid.values.shape[1:]
+            projection = torch.randn(channels, 3, generator=generator)
+            projection /= projection.norm(dim=1, keepdim=True)
+            small = F.adaptive_avg_pool2d(
+                frames[grid.cell_frames().to(frames.device)].cpu(), (height, width)
+            )
+            grid.values.copy_(
+                LATENT_INIT_GAIN * torch.einsum("tchw,kc->tkhw", small - 0.5, projection)
+            )
+    return head.to(device)
 
 
 class _Trainer:
     """One training loop with rollback; shared by the main phase and the fine-tune phase."""
 
-    def __init__(self, model: PFNR, head: Head, frames: Tensor, settings: TrainSettings) -> None:
+    def __init__(
+        self,
+        model: PFNR,
+        head: Head,
+        frames: Tensor,
+        settings: TrainSettings,
+        rate: RateModel | None = None,
+    ) -> None:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
-        n = frames.shape[0]
-        self.times = frame_times(torch.arange(n), n).to(frames.dtype).to(frames.device)
+        self.rate = rate
+        self.rate_factor = rate_weight(
+            frames[0].numel() // 3 * frames.shape[0], settings.rate_lambda
+        )
+        self.indices = torch.arange(frames.shape[0], device=frames.device)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.recoveries = 0
         self.history: list[Progress] = []
+        self.masks: dict[str, Tensor] | None = None  # the session's masks, once fixed
 
-    def _state(self) -> tuple[dict, dict]:
-        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.head.state_dict())
+    def _modules(self) -> list[torch.nn.Module]:
+        return [self.model, self.head] + ([self.rate] if self.rate is not None else [])
 
-    def _load(self, state: tuple[dict, dict]) -> None:
-        self.model.load_state_dict(state[0])
-        self.head.load_state_dict(state[1])
+    def _state(self) -> list[dict]:
+        return [copy.deepcopy(m.state_dict()) for m in self._modules()]
+
+    def _load(self, state: list[dict]) -> None:
+        for module, saved in zip(self._modules(), state, strict=True):
+            module.load_state_dict(saved)
 
     def _fix_masks(self) -> bool:
         """Stop the scores from moving the mask: the rest of training polishes a fixed subnetwork.
@@ -172,16 +224,30 @@ class _Trainer:
             if mw.fixed_mask is None:
                 mw.fixed_mask = mw.session_mask().clone()
                 fixed = True
+        self.masks = {n: mw.session_mask() for n, mw in self.model.masked_weights().items()}
         return fixed
+
+    def loss(self, output: Tensor, target: Tensor, weights_quantized: bool) -> Tensor:
+        """Distortion, plus lambda x estimated bits per pixel of what the session stores."""
+        if self.settings.loss == "mse":
+            loss = F.mse_loss(output, target)
+        else:
+            loss = reconstruction_loss(output, target)
+        if self.rate is not None and self.rate_factor:
+            bits = self.rate.latent_bits(self.head)
+            if weights_quantized and self.masks is not None:
+                bits = bits + self.rate.weight_bits(self.model, self.masks)
+            loss = loss + self.rate_factor * bits
+        return loss
 
     @torch.no_grad()
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
         """Mean per-frame PSNR of the current state (as `metrics.psnr` reports decoded frames)."""
         frames, n = self.frames, self.frames.shape[0]
-        times = self.times
         total = 0.0
         for lo in range(0, n, self.settings.batch_size):
-            output = self.model(times[lo : lo + self.settings.batch_size], self.head, weights())
+            indices = self.indices[lo : lo + self.settings.batch_size]
+            output = self.model(indices, self.head, weights())
             target = frames[lo : lo + self.settings.batch_size]
             per_frame = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
             total += sum(psnr_from_mse(float(mse)) for mse in per_frame)
@@ -196,7 +262,8 @@ class _Trainer:
         """
         frames, n = self.frames, self.frames.shape[0]
         epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
-        optimizer = torch.optim.Adam(phase.params, lr=phase.learning_rate, betas=(0.5, 0.999))
+        groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
+        optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
         # Best PSNR seen per frame: frames differ by many dB, so a batch is judged against its own
@@ -205,22 +272,26 @@ class _Trainer:
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         cap = epochs  # a time budget re-fits `epochs` below this after every epoch
         steps_per_epoch = math.ceil(n / self.settings.batch_size)
-        times = self.times
+        quantized = phase.weights_quantized
         while epoch < epochs:
             if phase.settle_masks is not None and epoch >= phase.settle_masks * epochs:
-                if self._fix_masks() and phase.quantize_settled is not None:
-                    weights = _quantized_weights(self.model, phase.quantize_settled)
-            order = torch.randperm(n, generator=self.generator).to(frames.device)
+                if self._fix_masks() and phase.quantize_settled and self.rate is not None:
+                    self.rate.start_steps(self.model, self.masks)
+                    weights, quantized = self.rate.quantized_weights(self.model, self.masks), True
+                    # Earlier states have no steps: rolling back past this point would undo them.
+                    sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
+            order = torch.randperm(n, generator=self.generator).to(frames.device)  # frame indices
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
                 idx = order[step * self.settings.batch_size : (step + 1) * self.settings.batch_size]
-                lr = lr_scale * learning_rate_at(
-                    (epoch + step / steps_per_epoch) / epochs, phase.learning_rate, phase.warmup
+                schedule = lr_scale * learning_rate_at(
+                    (epoch + step / steps_per_epoch) / epochs, 1.0, phase.warmup
                 )
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
-                output = self.model(times[idx], self.head, weights())
-                loss = reconstruction_loss(output, frames[idx])
+                    group["lr"] = group["peak"] * schedule
+                lr = phase.learning_rate * schedule
+                output = self.model(idx, self.head, weights())
+                loss = self.loss(output, frames[idx], quantized)
                 per_frame = ((output.detach() - frames[idx]) ** 2).flatten(1).mean(1).tolist()
                 mse = sum(per_frame) / len(per_frame)
                 batch_psnr = np.array([psnr_from_mse(m) for m in per_frame])
@@ -288,53 +359,20 @@ def fit_epochs_to_budget(done: int, cap: int, durations: list[float], seconds_le
     return max(done, min(cap, done + int(max(0.0, seconds_left) / per_epoch)))
 
 
-def _fake_quantize(values: Tensor, new: Tensor, groups: Tensor, n_groups: int, bits: int) -> Tensor:
-    """Round the newly claimed values as `quantize` will, with a straight-through gradient."""
-    levels = 2 ** (bits - 1) - 1
-    magnitude = torch.where(new, values.detach().abs(), torch.zeros((), dtype=values.dtype))
-    peak = torch.zeros(n_groups, dtype=values.dtype, device=values.device)
-    peak = peak.scatter_reduce(0, groups.flatten(), magnitude.flatten(), "amax")
-    scale = (peak / levels)[groups].clamp_min(1e-12)
-    rounded = torch.round(values / scale).clamp(-levels, levels) * scale
-    quantized = values + (rounded - values).detach()
-    return torch.where(new, quantized, values)
-
-
-def _quantized_weights(model: PFNR, bits: int) -> Callable[[], dict]:
-    """Effective weights under the masks the model has fixed, new values fake-quantized."""
-    masks = {name: mw.session_mask() for name, mw in model.masked_weights().items()}
-    return _finetune_weights(model, masks, bits)
-
-
-def _finetune_weights(model: PFNR, masks: dict[str, Tensor], bits: int) -> Callable[[], dict]:
-    """Effective weights with fixed masks and fake-quantized new values."""
-    layers = model.masked_weights()
-    plan = {}
-    for name, mw in layers.items():
-        groups = mw.groups().to(mw.weight.device)
-        plan[name] = ((masks[name] & ~mw.used).expand(mw.shape), groups, mw.n_groups)
-
-    def weights() -> dict[str, Tensor]:
-        out = {}
-        for name, mw in layers.items():
-            new, groups, n_groups = plan[name]
-            values = torch.where(mw.used, mw.frozen, mw.weight)
-            out[name] = _fake_quantize(values, new, groups, n_groups, bits) * masks[name]
-        return out
-
-    return weights
-
-
-def _quantize_and_freeze(mw: MaskedWeight, mask: Tensor, bits: int) -> TensorCodes:
-    """Quantize the weights `mask` newly claims, freeze their dequantized values, grow the union."""
+def _quantize_and_freeze(
+    mw: MaskedWeight, mask: Tensor, bits: int, steps: Tensor | None
+) -> TensorCodes:
+    """Quantize the weights `mask` newly claims (with the learned `steps`, or the max rule),
+    freeze their dequantized values, grow the union."""
     used_before = mw.used.clone()
     new = (mask & ~used_before).expand(mw.shape)
     values = mw.weight.detach()[new].cpu().numpy().astype(np.float32)
     groups = mw.groups()[new.cpu()].numpy()
-    codes, scales = quantize(values, groups, mw.n_groups, bits)
-    full = torch.zeros(mw.shape, dtype=mw.frozen.dtype)
-    full[new.cpu()] = torch.from_numpy(dequantize(codes, groups, scales))
-    mw.freeze(mask, full.to(mw.frozen.device))
+    if steps is None:
+        codes, scales = quantize(values, groups, mw.n_groups, bits)
+    else:
+        codes, scales = quantize_with_scales(values, groups, steps.cpu().numpy(), bits)
+    mw.claim(mask, codes, scales)
     return TensorCodes(mask=mask.clone(), used_before=used_before, codes=codes, scales=scales)
 
 
@@ -347,46 +385,66 @@ def fit_session(
 ) -> SessionFit:
     """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`."""
     start = time.monotonic()
-    head = begin_session(model, settings, session_seed)
-    trainer = _Trainer(model, head, frames, settings)
+    head = begin_session(model, settings, session_seed, frames)
+    rate = RateModel(model, head, settings.bits)
+    trainer = _Trainer(model, head, frames, settings, rate)
     layers = model.masked_weights()
-    params = [p for mw in layers.values() for p in (mw.weight, mw.score)]
-    params += list(head.parameters())
+    latents = [grid.values for grid in head.grids().values()]
+    shared = [p for mw in layers.values() for p in (mw.weight, mw.score)]
+    shared += [head.conv.weight, head.conv.bias]
+    groups = [(shared, settings.learning_rate), (list(rate.parameters()), RATE_MODEL_LR)]
+    if latents:
+        groups.append((latents, settings.latent_learning_rate))
     minutes = settings.minutes
     if minutes is not None and settings.qat_epochs:
         minutes *= 0.9
     main = _Phase(
         "train",
-        params,
+        groups,
         settings.learning_rate,
         settings.epochs,
         minutes,
         lambda: None,
         settings.warmup,
         settle_masks=settings.mask_settle,
-        quantize_settled=settings.bits if settings.quantize_aware else None,
+        quantize_settled=settings.quantize_aware,
     )
     psnr = trainer.run(main, on_progress)
     masks = {name: mw.session_mask().clone() for name, mw in layers.items()}
     if settings.qat_epochs:
-        params = [mw.weight for mw in layers.values()] + list(head.parameters())
+        if not rate.started:
+            rate.start_steps(model, masks)
+        weights = [mw.weight for mw in layers.values()] + [head.conv.weight, head.conv.bias]
+        tuned = [
+            (weights, settings.learning_rate * 0.1),
+            (list(rate.log_step), RATE_MODEL_LR * 0.1),
+        ]
+        if latents:
+            tuned.append((latents, settings.latent_learning_rate * 0.1))
         finetune = _Phase(
             "finetune",
-            params,
+            tuned,
             settings.learning_rate * 0.1,
             settings.qat_epochs,
             None,
-            _finetune_weights(model, masks, settings.bits),
+            rate.quantized_weights(model, masks),
             warmup=0.0,
+            weights_quantized=True,
         )
         trainer.run(finetune, on_progress)
+    learned = rate.started  # a run too short to reach its quantization phase rounds at the end
     tensors = {
-        name: _quantize_and_freeze(mw, masks[name], settings.bits) for name, mw in layers.items()
+        name: _quantize_and_freeze(
+            mw, masks[name], settings.bits, rate.steps(name) if learned else None
+        )
+        for name, mw in layers.items()
     }
-    for mw in layers.values():
-        with torch.no_grad():
+    with torch.no_grad():
+        for mw in layers.values():
             mw.weight.zero_()
             mw.score.zero_()
+        for grid in head.grids().values():
+            grid.values.round_()  # what the archive stores, and what rendering reads
     return SessionFit(
         tensors=tensors,
         head=head,
@@ -412,10 +470,14 @@ def fit_dense(
     """
     layers = model.masked_weights()
     trainer = _Trainer(model, head, frames, settings)
-    params = [mw.weight for mw in layers.values()] + list(head.parameters())
+    params = [mw.weight for mw in layers.values()] + [head.conv.weight, head.conv.bias]
+    groups = [(params, settings.learning_rate)]
+    latents = [grid.values for grid in head.grids().values()]
+    if latents:
+        groups.append((latents, settings.latent_learning_rate))
     phase = _Phase(
         "train",
-        params,
+        groups,
         settings.learning_rate,
         settings.epochs,
         settings.minutes,

@@ -31,3 +31,17 @@ def synthetic_tensor(frames: int, height: int, width: int, seed: int) -> torch.T
     """float32 (T, 3, H, W) in [0, 1]."""
     x = synthetic_frames(frames, height, width, seed)
     return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+
+
+def textured_frames(frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 (T, H, W, 3): a fixed random texture of 2x2-pixel cells panning one pixel per frame,
+    under a slowly moving blob: detail that must be held, not smoothed."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0.1, 0.9, size=((height + 1) // 2 + 1, (width + frames + 1) // 2 + 1, 3))
+    texture = coarse.repeat(2, axis=0).repeat(2, axis=1)[:height, : width + frames]
+    yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
+    out = np.empty((frames, height, width, 3), dtype=np.float64)
+    for k in range(frames):
+        blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.3 - 0.03 * k) ** 2) / 0.03)[..., None]
+        out[k] = texture[:, k : k + width] * (1 - blob) + 0.9 * blob
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)

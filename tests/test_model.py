@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from pfnr_codec.config import PRESETS, ModelConfig, base_grid
+from pfnr_codec.config import PRESETS, ModelConfig, base_grid, latent_cells
 from pfnr_codec.errors import ArchiveError
 from pfnr_codec.model import PFNR, mask_size, positional_encoding
 from pfnr_codec.model.fourier import FourierSubneuralOperator
-from pfnr_codec.render import frame_times
+from pfnr_codec.model.latents import LatentGrid
+from pfnr_codec.model.network import frame_times
 
 
 def test_positional_encoding_depends_only_on_the_sessions_own_time():
@@ -97,12 +98,12 @@ def test_fso_places_negative_frequencies_at_the_end_of_the_larger_grid():
 
 
 def test_network_output_size_is_base_grid_times_strides():
-    for name, (h, w) in {"tiny": (30, 44), "cpu": (720, 1280)}.items():
+    for name, (h, w) in {"tiny": (30, 44), "cpu": (720, 1280), "cpu-time": (720, 1280)}.items():
         config = PRESETS[name].model_config(h, w)
         model = PFNR(config)
         for mw in model.masked_weights().values():
             mw.reset_session(torch.Generator().manual_seed(0))
-        out = model(frame_times(torch.arange(2), 2).float(), model.new_head())
+        out = model(torch.arange(2), model.new_head(2))
         assert out.shape == (2, 3, config.height, config.width)
         assert float(out.detach().min()) >= 0 and float(out.detach().max()) <= 1
 
@@ -143,6 +144,12 @@ def test_model_config_round_trips_and_rejects_bad_headers():
         ("fso_modes", [4]),
         ("fso_block", 2.0),
         ("fso_only", 1),
+        ("input", "pixels"),
+        ("latent_steps", [0]),
+        ("latent_steps", [1] * 9),
+        ("latent_channels", 10**6),
+        ("fine_block", 9),
+        ("fine_step", 0),
     ],
 )
 def test_model_config_from_a_header_names_the_field_out_of_range(field, value):
@@ -153,18 +160,56 @@ def test_model_config_from_a_header_names_the_field_out_of_range(field, value):
 
 
 def test_model_config_bounds_the_whole_network_before_building_it():
-    data = PRESETS["cpu"].model_config(272, 640).to_dict()
+    data = PRESETS["cpu-time"].model_config(272, 640).to_dict()
     data.update(base_height=100, base_width=100, base_channels=4096, stem_hidden=4096)
     with pytest.raises(ArchiveError, match="shared weights exceed"):
         ModelConfig.from_dict(data)
-    config = PRESETS["paper"].model_config(720, 1280)
-    assert config.weight_count == sum(
-        mw.weight.numel() for mw in PFNR(config).masked_weights().values()
-    )
+    for preset in ("paper", "cpu"):
+        config = PRESETS[preset].model_config(720, 1280)
+        assert config.weight_count == sum(
+            mw.weight.numel() for mw in PFNR(config).masked_weights().values()
+        )
 
 
 def test_head_equals_a_1x1_convolution_then_tanh():
-    head = PFNR(PRESETS["tiny"].model_config(32, 48)).new_head()
+    head = PFNR(PRESETS["tiny"].model_config(32, 48)).new_head(1)
     x = torch.randn(2, head.conv.in_channels, 5, 7)
     expected = (torch.tanh(head.conv(x)) + 1) / 2
     assert torch.allclose(head(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(("frames", "step", "cells"), [(1, 4, 1), (8, 1, 8), (9, 4, 3), (10, 4, 4)])
+def test_a_latent_grid_has_a_cell_at_or_after_the_last_frame(frames, step, cells):
+    assert latent_cells(frames, step) == cells
+    grid = LatentGrid(frames, step, 2, 3, 4)
+    assert grid.cells == cells
+    assert (grid.cells - 1) * step >= frames - 1
+
+
+def test_latent_grids_interpolate_linearly_between_cells_and_clamp_past_the_end():
+    grid = LatentGrid(10, 4, 1, 1, 1)  # cells at frames 0, 4, 8, 12
+    with torch.no_grad():
+        grid.values.copy_(torch.tensor([0.0, 4.0, 8.0, -4.0]).view(4, 1, 1, 1))
+    out = grid(torch.arange(14)).flatten()
+    assert out[:9].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert out[9].item() == 5  # a quarter of the way from 8 to -4
+    assert torch.equal(out[10:], out[9].expand(4))  # past the end: the last frame
+    with torch.no_grad():
+        grid.values.add_(0.4)
+    assert grid(torch.tensor([0, 4])).flatten().tolist() == [0, 4]  # reads rounded values
+
+
+def test_a_latent_session_sees_only_its_own_latents():
+    config = PRESETS["tiny"].model_config(30, 44)
+    model = PFNR(config)
+    for mw in model.masked_weights().values():
+        mw.reset_session(torch.Generator().manual_seed(0))
+    first, second = model.new_head(6), model.new_head(6)
+    with torch.no_grad():
+        for grid in first.grids().values():
+            grid.values.copy_(torch.randint(-3, 4, grid.values.shape))
+        second.load_state_dict(first.state_dict())
+        before = model(torch.arange(6), first)
+        second.latents[0].values.add_(1)
+        assert torch.equal(model(torch.arange(6), first), before)
+        assert not torch.equal(model(torch.arange(6), second), before)

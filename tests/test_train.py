@@ -39,7 +39,7 @@ def three_sessions():
         clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=10 + session)
         fit = fit_session(model, clip, settings, session_seed=session + 1)
         fits.append(fit)
-        decodes.append(render_frames(model, _weights(model, fit), fit.head, FRAMES))
+        decodes.append(render_frames(model, _weights(model, fit), fit.head))
         snapshots.append(
             {n: (mw.used.clone(), mw.frozen.clone()) for n, mw in model.masked_weights().items()}
         )
@@ -49,7 +49,7 @@ def three_sessions():
 def test_earlier_sessions_decode_byte_identical_after_later_ones(three_sessions):
     model, fits, decodes, _ = three_sessions
     for fit, before in zip(fits, decodes, strict=True):
-        after = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+        after = render_frames(model, _weights(model, fit), fit.head)
         assert after.tobytes() == before.tobytes()
 
 
@@ -73,7 +73,7 @@ def test_later_sessions_reuse_and_claim(three_sessions):
 
 def test_partial_and_full_renders_agree(three_sessions):
     model, fits, decodes, _ = three_sessions
-    part = render_frames(model, _weights(model, fits[0]), fits[0].head, FRAMES, start=3, end=7)
+    part = render_frames(model, _weights(model, fits[0]), fits[0].head, start=3, end=7)
     assert part.tobytes() == decodes[0][3:7].tobytes()
 
 
@@ -83,7 +83,7 @@ def test_a_session_reaches_a_psnr_floor():
     fit = fit_session(
         model, clip, TrainSettings(epochs=60, batch_size=4, learning_rate=2e-2), session_seed=1
     )
-    frames = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    frames = render_frames(model, _weights(model, fit), fit.head)
     target = synthetic_frames(FRAMES, CONFIG.height, CONFIG.width, seed=5)
     assert _psnr(frames, target) >= 24.0
     # 8-bit quantization of the new weights costs little.
@@ -100,7 +100,7 @@ def test_quantization_aware_training_ends_on_the_model_it_stores(aware):
         epochs=40, batch_size=4, learning_rate=2e-2, bits=4, quantize_aware=aware
     )
     fit = fit_session(model, clip, settings, session_seed=1)
-    frames = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    frames = render_frames(model, _weights(model, fit), fit.head)
     decoded = _psnr(frames, synthetic_frames(FRAMES, CONFIG.height, CONFIG.width, seed=5))
     gap = fit.psnr_float - decoded
     if aware:
@@ -119,7 +119,7 @@ def test_a_diverging_run_recovers_instead_of_returning_nan():
     assert math.isfinite(fit.psnr_float)
     for mw in model.masked_weights().values():
         assert torch.isfinite(mw.frozen).all()
-    frames = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    frames = render_frames(model, _weights(model, fit), fit.head)
     assert frames.shape == (FRAMES, CONFIG.height, CONFIG.width, 3)
 
 
@@ -141,12 +141,12 @@ def test_exact_render_matches_float32_closely_and_is_batch_independent():
     model = PFNR(CONFIG)
     clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=8)
     fit = fit_session(model, clip, TrainSettings(epochs=3), session_seed=1)
-    exact = render_frames(model, _weights(model, fit), fit.head, FRAMES, exact=True)
-    fast = render_frames(model, _weights(model, fit), fit.head, FRAMES)
+    exact = render_frames(model, _weights(model, fit), fit.head, exact=True)
+    fast = render_frames(model, _weights(model, fit), fit.head)
     assert np.abs(exact.astype(int) - fast.astype(int)).max() <= 1
-    assert render_frames(
-        model, _weights(model, fit), fit.head, FRAMES, 2, 5, exact=True
-    ).tobytes() == (exact[2:5].tobytes())
+    assert render_frames(model, _weights(model, fit), fit.head, 2, 5, exact=True).tobytes() == (
+        exact[2:5].tobytes()
+    )
 
 
 def test_finetune_phase_runs_and_keeps_quantized_values_exact():
@@ -255,3 +255,12 @@ def test_one_slow_epoch_does_not_shrink_a_time_budget_for_good(monkeypatch):
     fit = fit_session(model, clip, settings, session_seed=1, on_progress=tick)
     # 30 s hold about 20 such epochs; a plan frozen after the slow epoch would stop at 6.
     assert 18 <= fit.epochs <= 22
+
+
+def test_a_session_too_short_to_reach_its_quantization_phase_still_stores_its_weights():
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=12)
+    fit = fit_session(model, clip, TrainSettings(epochs=1, capacity=1.0), session_seed=1)
+    for name, mw in model.masked_weights().items():
+        codes = fit.tensors[name].codes
+        assert np.count_nonzero(codes) > codes.size // 4, name

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..quant import dequantize
 
 
 class _TopFraction(torch.autograd.Function):
@@ -122,6 +125,15 @@ class MaskedWeight(nn.Module):
         view = [1] * len(self.shape)
         view[self.channel_axis] = -1
         return index.view(view).expand(self.shape)
+
+    def claim(self, mask: Tensor, codes: np.ndarray, scales: np.ndarray) -> None:
+        """Freeze code x scale at the positions `mask` newly claims (row-major order), grow the
+        union: the one place where encoding and replaying a session make weights permanent."""
+        new = (mask & ~self.used).expand(self.shape).cpu()
+        groups = self.groups()[new].numpy()
+        full = torch.zeros(self.shape, dtype=self.frozen.dtype)
+        full[new] = torch.from_numpy(dequantize(codes, groups, scales)).to(self.frozen.dtype)
+        self.freeze(mask, full.to(self.frozen.device))
 
     def freeze(self, mask: Tensor, values: Tensor) -> None:
         """Make `values` permanent at the positions `mask` newly claims; grow the union."""

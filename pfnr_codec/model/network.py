@@ -1,11 +1,14 @@
-"""The PFNR network: frame time -> frame, with per-session masks and heads.
+"""The PFNR network: frame index -> frame, with per-session masks and heads.
 
-    t (B,) -> positional encoding (B, 2L) -> masked MLP stem -> (B, C0, h0, w0)
+    time input:   k (B,) -> t = k / N_s -> positional encoding (B, 2L) -> masked MLP stem
+    latent input: k (B,) -> the session's latent grids at the stem grid -> masked 3x3 conv stem
+      -> (B, C0, h0, w0)
       -> blocks: masked 3x3 conv -> PixelShuffle(r) [+ FSO in the f-NeRV block] -> GELU
+         (the fine latents of the session join the input of block `fine_block`)
       -> session head: 1x1 conv (C -> 3) -> (tanh + 1) / 2 -> (B, 3, H, W)
 
-A session feeds the network only its own frame times t = k / N_s, so appending sessions never changes
-what an earlier session sees.
+A session feeds the network only its own input (its frame times, or its own latents), so appending
+sessions never changes what an earlier session sees.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch.nn import functional as F
 
 from ..config import ModelConfig
 from .fourier import FourierSubneuralOperator
+from .latents import LatentGrid
 from .masked import MaskedWeight
 
 
@@ -104,11 +108,29 @@ class Block(nn.Module):
 
 
 class Head(nn.Module):
-    """A session's own output layer: 1x1 conv to RGB, then (tanh + 1) / 2."""
+    """A session's own parts: its output layer (1x1 conv to RGB, then (tanh + 1) / 2) and, in the
+    latent family, its latent grids. `frames` is the session's length N_s."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, config: ModelConfig, frames: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, 3, kernel_size=1)
+        self.frames = frames
+        self.conv = nn.Conv2d(config.channels[-1], 3, kernel_size=1)
+        self.latents = nn.ModuleList()
+        self.fine = None
+        if config.latent:
+            h, w = config.base_height, config.base_width
+            for step in config.latent_steps:
+                self.latents.append(LatentGrid(frames, step, config.latent_channels, h, w))
+            if config.fine_block is not None:
+                fh, fw = config.block_input_size(config.fine_block)
+                self.fine = LatentGrid(frames, config.fine_step, config.fine_channels, fh, fw)
+
+    def grids(self) -> dict[str, LatentGrid]:
+        """Every latent grid by its stream name."""
+        out = {f"latent/{i}": grid for i, grid in enumerate(self.latents)}
+        if self.fine is not None:
+            out["latent/fine"] = self.fine
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         # The 1x1 convolution as a channel contraction: on a CPU, 3x faster than conv2d's kernels.
@@ -125,39 +147,55 @@ class PFNR(nn.Module):
         self.config = config
         cells = config.base_height * config.base_width
         block = config.linear_mask_block
-        self.stem_in = MaskedLinear(2 * config.pe_levels, config.stem_hidden, block)
-        # The stem's large output layer is quantized per feature-map channel, not per row.
-        self.stem_out = MaskedLinear(config.stem_hidden, config.base_channels * cells, block, cells)
+        if config.latent:
+            latent_in = len(config.latent_steps) * config.latent_channels
+            self.stem = MaskedConv3x3(latent_in, config.base_channels)
+        else:
+            self.stem_in = MaskedLinear(2 * config.pe_levels, config.stem_hidden, block)
+            # The stem's large output layer is quantized per feature-map channel, not per row.
+            self.stem_out = MaskedLinear(
+                config.stem_hidden, config.base_channels * cells, block, cells
+            )
         blocks = []
-        in_channels, h, w = config.base_channels, config.base_height, config.base_width
         for i, (stride, out_channels) in enumerate(
             zip(config.strides, config.channels, strict=True)
         ):
             modes = config.fso_modes if i == config.fso_block else None
-            blocks.append(Block(in_channels, out_channels, stride, (h, w), modes, config.fso_only))
-            in_channels, h, w = out_channels, h * stride, w * stride
+            in_channels, size = config.block_input_channels(i), config.block_input_size(i)
+            blocks.append(Block(in_channels, out_channels, stride, size, modes, config.fso_only))
         self.blocks = nn.ModuleList(blocks)
 
     def masked_weights(self) -> dict[str, MaskedWeight]:
         """Every shared tensor by a stable name (the archive's stream names derive from it)."""
         return {n: m for n, m in self.named_modules() if isinstance(m, MaskedWeight)}
 
-    def new_head(self) -> Head:
-        return Head(self.config.channels[-1])
+    def new_head(self, frames: int) -> Head:
+        """The own parts of a new session of `frames` frames."""
+        return Head(self.config, frames)
 
-    def features(self, t: Tensor, weights: dict[str, Tensor] | None = None) -> Tensor:
-        """Body output for frame times t (B,) -> (B, C_last, H, W)."""
+    def features(
+        self, indices: Tensor, head: Head, weights: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """Body output for frame indices (B,) of `head`'s session -> (B, C_last, H, W)."""
         c = self.config
 
         def w(name: str) -> Tensor | None:
             return None if weights is None else weights[name]
 
-        x = positional_encoding(t, c.pe_levels, c.pe_base)
-        x = F.gelu(self.stem_in(x, w("stem_in.weight")))
-        x = F.gelu(self.stem_out(x, w("stem_out.weight")))
-        x = x.view(-1, c.base_channels, c.base_height, c.base_width)  # (B, C0, h0, w0)
+        if c.latent:
+            x = torch.cat([grid(indices) for grid in head.latents], dim=1)  # (B, C_lat, h0, w0)
+            x = F.gelu(self.stem(x.contiguous(memory_format=torch.channels_last), w("stem.weight")))
+        else:
+            t = frame_times(indices, head.frames).to(head.conv.weight.dtype)
+            x = positional_encoding(t, c.pe_levels, c.pe_base)
+            x = F.gelu(self.stem_in(x, w("stem_in.weight")))
+            x = F.gelu(self.stem_out(x, w("stem_out.weight")))
+            x = x.view(-1, c.base_channels, c.base_height, c.base_width)  # (B, C0, h0, w0)
         x = x.contiguous(memory_format=torch.channels_last)
         for i, block in enumerate(self.blocks):
+            if i == c.fine_block and head.fine is not None:
+                x = torch.cat([head.fine(indices), x], dim=1)  # (B, C_fine + C_in, h_i, w_i)
+                x = x.contiguous(memory_format=torch.channels_last)
             prefix = f"blocks.{i}."
             sub = None
             if weights is not None:
@@ -165,5 +203,12 @@ class PFNR(nn.Module):
             x = block(x, sub)
         return x
 
-    def forward(self, t: Tensor, head: Head, weights: dict[str, Tensor] | None = None) -> Tensor:
-        return head(self.features(t, weights))
+    def forward(
+        self, indices: Tensor, head: Head, weights: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        return head(self.features(indices, head, weights))
+
+
+def frame_times(indices: Tensor, total_frames: int) -> Tensor:
+    """t = k / N_s in float64: depends on the session's own length only."""
+    return indices.to(torch.float64) / total_frames

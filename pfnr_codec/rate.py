@@ -1,0 +1,144 @@
+"""Training against the coded size: learned quantization steps and a differentiable bit count.
+
+What a session stores is integers: the codes of the weights it newly claims (code x step, one step
+per quantization group) and, in the latent family, its latent grids. Both are entropy-coded with a
+histogram per stream, and the cost of a value under such a model is about -log2 of its probability.
+`RateModel` makes that trainable:
+
+- every shared tensor gets a learned log step per quantization group, started from the max rule of
+  `quant.quantize` at the session's bits; once the session's mask is fixed, training runs through
+  `step x round(w / step)` (straight-through), so the rounding is learned, and the step itself trades
+  distortion against bits;
+- the bits of the rounded values are estimated under a zero-mean discretised Laplace whose scale is
+  learned per weight tensor and per latent channel, with uniform noise in place of rounding (the
+  standard proxy: the estimate is smooth and unbiased for the histogram coder's cost).
+
+Nothing here is stored: the archive keeps the codes and the steps (as `quant` scales), and the
+coder's own histograms. The steps are float32 in the file, and decoding multiplies code x step once,
+as for any other scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .model import PFNR, Head, MaskedWeight
+from .quant import max_code
+
+MIN_LAPLACE_SCALE = 0.05  # in units of one quantization step
+MIN_PROBABILITY = 2.0**-16  # the coder's precision: nothing costs more than 16 bits
+
+
+def laplace_bits(values: Tensor, log_scale: Tensor) -> Tensor:
+    """Bits of `values` (in steps) under a zero-mean Laplace of scale 2**log_scale, each value
+    standing for the unit interval around it (noise in place of rounding: smooth in the values)."""
+    noisy = values + (torch.rand_like(values) - 0.5)
+    scale = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
+
+    def cdf(x: Tensor) -> Tensor:
+        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / scale))
+
+    mass = (cdf(noisy + 0.5) - cdf(noisy - 0.5)).clamp(min=MIN_PROBABILITY)
+    return -torch.log2(mass).sum()
+
+
+def _group_view(mw: MaskedWeight, per_group: Tensor) -> Tensor:
+    """A per-group vector broadcast to the weight's shape."""
+    return per_group[mw.groups().to(per_group.device)]
+
+
+class RateModel(nn.Module):
+    """Learned steps and bit estimates for one session's new weights and latents."""
+
+    def __init__(self, model: PFNR, head: Head, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.started = False  # steps hold learned values only after `start_steps`
+        device = next(model.buffers()).device
+        layers = model.masked_weights()
+        self.names = list(layers)
+        self.log_step = nn.ParameterList(
+            nn.Parameter(torch.zeros(mw.n_groups, device=device)) for mw in layers.values()
+        )
+        self.weight_log_scale = nn.Parameter(torch.full((len(layers),), 3.0, device=device))
+        grids = head.grids()
+        self.grid_names = list(grids)
+        self.latent_log_scale = nn.ParameterList(
+            nn.Parameter(torch.full((g.values.shape[1],), 2.0, device=device))
+            for g in grids.values()
+        )
+
+    def start_steps(self, model: PFNR, masks: dict[str, Tensor]) -> None:
+        """Steps from the max rule over the values each tensor newly claims (as `quantize` does)."""
+        levels = max_code(self.bits)
+        self.started = True
+        with torch.no_grad():
+            for log_step, (name, mw) in zip(
+                self.log_step, model.masked_weights().items(), strict=True
+            ):
+                new = (masks[name] & ~mw.used).expand(mw.shape)
+                magnitude = torch.where(new, mw.weight.abs(), torch.zeros((), device=new.device))
+                peak = torch.zeros(mw.n_groups, device=new.device)
+                peak = peak.scatter_reduce(
+                    0, mw.groups().to(new.device).flatten(), magnitude.flatten(), "amax"
+                )
+                log_step.copy_(torch.log(peak.clamp(min=1e-8) / levels))
+
+    def steps(self, name: str) -> Tensor:
+        """float32 step per quantization group of tensor `name`, as the archive will store it."""
+        return self.log_step[self.names.index(name)].detach().exp().float()
+
+    def quantized_weights(self, model: PFNR, masks: dict[str, Tensor]):  # noqa: ANN201
+        """Callable giving the effective weights: frozen values where used, new values as
+        step x round(w / step) (straight-through), all under the fixed masks."""
+        layers = model.masked_weights()
+        levels = max_code(self.bits)
+        plan = {
+            name: ((masks[name] & ~mw.used).expand(mw.shape), i)
+            for i, (name, mw) in enumerate(layers.items())
+        }
+
+        def weights() -> dict[str, Tensor]:
+            out = {}
+            for name, mw in layers.items():
+                new, i = plan[name]
+                step = _group_view(mw, self.log_step[i].exp())
+                scaled = mw.weight / step
+                rounded = scaled + (torch.round(scaled).clamp(-levels, levels) - scaled).detach()
+                values = torch.where(
+                    new, rounded * step, torch.where(mw.used, mw.frozen, mw.weight)
+                )
+                out[name] = values * masks[name]
+            return out
+
+        return weights
+
+    def weight_bits(self, model: PFNR, masks: dict[str, Tensor]) -> Tensor:
+        """Estimated bits of the codes of every newly claimed weight."""
+        parts = []
+        for i, (name, mw) in enumerate(model.masked_weights().items()):
+            new = (masks[name] & ~mw.used).expand(mw.shape)
+            if bool(new.any()):
+                step = _group_view(mw, self.log_step[i].exp())
+                parts.append(laplace_bits((mw.weight / step)[new], self.weight_log_scale[i]))
+        return _total(parts, self.weight_log_scale)
+
+    def latent_bits(self, head: Head) -> Tensor:
+        """Estimated bits of every latent value of the session, channel by channel."""
+        parts = []
+        for log_scale, grid in zip(self.latent_log_scale, head.grids().values(), strict=True):
+            values = grid.values.transpose(0, 1).flatten(1)  # (C, cells * h * w)
+            parts.append(laplace_bits(values, log_scale[:, None]))
+        return _total(parts, self.weight_log_scale)
+
+
+def _total(parts: list[Tensor], like: Tensor) -> Tensor:
+    return torch.stack(parts).sum() if parts else torch.zeros((), device=like.device)
+
+
+def rate_weight(pixels: int, rate_lambda: float) -> float:
+    """Factor turning estimated bits into the loss's rate term: lambda x bits per pixel."""
+    return rate_lambda / max(1, pixels) if math.isfinite(rate_lambda) else 0.0
