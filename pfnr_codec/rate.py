@@ -34,20 +34,26 @@ MIN_PROBABILITY = 2.0**-16  # the coder's precision: nothing costs more than 16 
 
 def laplace_bits(values: Tensor, log_scale: Tensor) -> Tensor:
     """Bits of `values` (in steps) under a zero-mean Laplace of scale 2**log_scale, each value
-    standing for the unit interval around it (noise in place of rounding: smooth in the values)."""
-    noisy = values + (torch.rand_like(values) - 0.5)
-    scale = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
+    standing for the unit interval around it (noise in place of rounding: smooth in the values).
 
-    def cdf(x: Tensor) -> Tensor:
-        return 0.5 + 0.5 * torch.sign(x) * (1 - torch.exp(-x.abs() / scale))
+    In closed form: outside (-1/2, 1/2) the mass of [x - 1/2, x + 1/2] is
+    exp(-(|x| - 1/2) / b) (1 - exp(-1/b)) / 2, inside it is 1 - exp(-1/(2b)) cosh(x / b).
+    """
+    x = (values + (torch.rand_like(values) - 0.5)).abs()
+    b = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
+    tail = (x - 0.5) / (b * math.log(2)) - torch.log2(0.5 * (1 - torch.exp(-1 / b)))
+    centre = -torch.log2(
+        (1 - torch.exp(-0.5 / b) * torch.cosh(x.clamp(max=0.5) / b)).clamp(min=MIN_PROBABILITY)
+    )
+    return torch.where(x >= 0.5, tail, centre).clamp(max=-math.log2(MIN_PROBABILITY)).sum()
 
-    mass = (cdf(noisy + 0.5) - cdf(noisy - 0.5)).clamp(min=MIN_PROBABILITY)
-    return -torch.log2(mass).sum()
 
-
-def _group_view(mw: MaskedWeight, per_group: Tensor) -> Tensor:
-    """A per-group vector broadcast to the weight's shape."""
-    return per_group[mw.groups().to(per_group.device)]
+def _per_group(mw: MaskedWeight, per_group: Tensor) -> Tensor:
+    """A per-group vector shaped to broadcast over the weight (groups run along one axis)."""
+    along = per_group.repeat_interleave(mw.channel_block)[: mw.shape[mw.channel_axis]]
+    view = [1] * len(mw.shape)
+    view[mw.channel_axis] = -1
+    return along.view(view)
 
 
 class RateModel(nn.Module):
@@ -57,6 +63,7 @@ class RateModel(nn.Module):
         super().__init__()
         self.bits = bits
         self.started = False  # steps hold learned values only after `start_steps`
+        self._new: dict[str, Tensor | None] | None = None  # new positions, once masks are fixed
         device = next(model.buffers()).device
         layers = model.masked_weights()
         self.names = list(layers)
@@ -105,7 +112,7 @@ class RateModel(nn.Module):
             out = {}
             for name, mw in layers.items():
                 new, i = plan[name]
-                step = _group_view(mw, self.log_step[i].exp())
+                step = _per_group(mw, self.log_step[i].exp())
                 scaled = mw.weight / step
                 rounded = scaled + (torch.round(scaled).clamp(-levels, levels) - scaled).detach()
                 values = torch.where(
@@ -118,12 +125,20 @@ class RateModel(nn.Module):
 
     def weight_bits(self, model: PFNR, masks: dict[str, Tensor]) -> Tensor:
         """Estimated bits of the codes of every newly claimed weight."""
+        if self._new is None:  # the masks are fixed from here on: where the new weights are
+            self._new = {}
+            for name, mw in model.masked_weights().items():
+                new = (masks[name] & ~mw.used).expand(mw.shape).flatten()
+                self._new[name] = None if bool(new.all()) else torch.nonzero(new).flatten()
         parts = []
         for i, (name, mw) in enumerate(model.masked_weights().items()):
-            new = (masks[name] & ~mw.used).expand(mw.shape)
-            if bool(new.any()):
-                step = _group_view(mw, self.log_step[i].exp())
-                parts.append(laplace_bits((mw.weight / step)[new], self.weight_log_scale[i]))
+            index = self._new[name]
+            if index is not None and index.numel() == 0:
+                continue
+            scaled = (mw.weight / _per_group(mw, self.log_step[i].exp())).flatten()
+            if index is not None:
+                scaled = scaled[index]
+            parts.append(laplace_bits(scaled, self.weight_log_scale[i]))
         return _total(parts, self.weight_log_scale)
 
     def latent_bits(self, head: Head) -> Tensor:

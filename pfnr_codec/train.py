@@ -53,6 +53,7 @@ class TrainSettings:
     learning_rate: float = 5e-3
     latent_learning_rate: float = 0.1  # latents move in whole steps: they need larger updates
     warmup: float = 0.2
+    adam_beta1: float = 0.5  # NeRV's reference setting
     batch_size: int = 4
     qat_epochs: int = 0
     seed: int = 0
@@ -164,15 +165,20 @@ def begin_session(model: PFNR, settings: TrainSettings, session_seed: int, frame
 
 
 def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
-    """A fresh head for `frames` (T, 3, H, W): latents start as a fixed random projection of
-    each cell's frame, area-downsampled to the grid (content from the first step)."""
+    """A fresh head for `frames` (T, 3, H, W). The per-frame grid and the fine grid start as a
+    fixed random projection of each cell's frame, area-downsampled to the grid (content from the
+    first step); slower grids start at zero and learn only what the fast ones cannot say, which
+    measured cheaper in bits than starting every grid from the frames."""
     device = next(model.buffers()).device
     head = model.new_head(frames.shape[0])
     with torch.no_grad():
         for grid in head.grids().values():
+            if grid.step != 1 and grid is not head.fine:
+                continue
             channels, height, width = grid.values.shape[1:]
             projection = torch.randn(channels, 3, generator=generator)
-            projection /= projection.norm(dim=1, keepdim=True)
+            if channels >= 3:  # orthonormal columns: the three colours stay apart
+                projection = torch.linalg.qr(projection)[0]
             small = F.adaptive_avg_pool2d(
                 frames[grid.cell_frames().to(frames.device)].cpu(), (height, width)
             )
@@ -263,7 +269,7 @@ class _Trainer:
         frames, n = self.frames, self.frames.shape[0]
         epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
         groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
-        optimizer = torch.optim.Adam(groups, betas=(0.5, 0.999))
+        optimizer = torch.optim.Adam(groups, betas=(self.settings.adam_beta1, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
         # Best PSNR seen per frame: frames differ by many dB, so a batch is judged against its own
