@@ -33,12 +33,13 @@ def synthetic_tensor(frames: int, height: int, width: int, seed: int) -> torch.T
     return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
 
 
-def textured_frames(frames: int, height: int, width: int, seed: int) -> np.ndarray:
-    """uint8 (T, H, W, 3): a fixed random texture of 2x2-pixel cells panning one pixel per frame,
-    under a slowly moving blob: detail that must be held, not smoothed."""
+def textured_frames(frames: int, height: int, width: int, seed: int, cell: int = 2) -> np.ndarray:
+    """uint8 (T, H, W, 3): a fixed random texture of `cell` x `cell`-pixel squares panning one
+    pixel per frame, under a slowly moving blob: detail that must be held, not smoothed."""
     rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0.1, 0.9, size=((height + 1) // 2 + 1, (width + frames + 1) // 2 + 1, 3))
-    texture = coarse.repeat(2, axis=0).repeat(2, axis=1)[:height, : width + frames]
+    shape = (height // cell + 2, (width + frames) // cell + 2, 3)
+    coarse = rng.uniform(0.1, 0.9, size=shape)
+    texture = coarse.repeat(cell, axis=0).repeat(cell, axis=1)[:height, : width + frames]
     yy, xx = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")
     out = np.empty((frames, height, width, 3), dtype=np.float64)
     for k in range(frames):

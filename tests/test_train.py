@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -13,7 +14,7 @@ from pfnr_codec.model import PFNR
 from pfnr_codec.render import render_frames, session_weights
 from pfnr_codec.train import TrainSettings, fit_session
 
-from synthetic import synthetic_frames, synthetic_tensor
+from synthetic import synthetic_frames, synthetic_tensor, textured_frames
 
 CONFIG = PRESETS["tiny"].model_config(30, 44)
 FRAMES = 8
@@ -261,6 +262,27 @@ def test_a_session_too_short_to_reach_its_quantization_phase_still_stores_its_we
     model = PFNR(CONFIG)
     clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=12)
     fit = fit_session(model, clip, TrainSettings(epochs=1, capacity=1.0), session_seed=1)
-    for name, mw in model.masked_weights().items():
+    for name in model.masked_weights():
         codes = fit.tensors[name].codes
         assert np.count_nonzero(codes) > codes.size // 4, name
+
+
+def test_the_latent_default_beats_the_frame_time_default_on_fine_texture_at_equal_epochs():
+    """Six scenes of panning 4x4-pixel texture, 30 epochs each way, same widths: the latent family
+    with its settings (tiny) against pfnr 0.1's frame-time network with its settings (cpu-time).
+    Measured: latent 22.95 dB, frame time 19.20 dB (with the latent family's settings the frame-time
+    network gets 21.27 dB: at this size most of the gain is the settings, the rest the latents)."""
+    height, width = 32, 48
+    target = np.concatenate([textured_frames(4, height, width, seed=s, cell=4) for s in range(6)])
+    clip = torch.from_numpy(target).permute(0, 3, 1, 2).float() / 255
+    latent = PRESETS["tiny"].model_config(height, width)
+    time = dataclasses.replace(latent, input="time", latent_steps=(), fine_block=None)
+    budget = {"epochs": 30, "batch_size": 4, "learning_rate": 2e-2}
+    psnr = {}
+    for config, family in ((latent, "tiny"), (time, "cpu-time")):
+        torch.manual_seed(0)
+        model = PFNR(config)
+        settings = TrainSettings(**{**PRESETS[family].train, **budget})
+        fit = fit_session(model, clip, settings, session_seed=1)
+        psnr[config.input] = _psnr(render_frames(model, _weights(model, fit), fit.head), target)
+    assert psnr["latent"] > psnr["time"] + 2.0, psnr
