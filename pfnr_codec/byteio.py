@@ -1,7 +1,10 @@
-"""Byte-level helpers shared by the coders and the stream formats: LEB128 varints, zigzag, and
-a bounded reader whose every failure is an ArchiveError naming what was being read."""
+"""Byte-level helpers shared by the container, the coders and the stream formats: LEB128 varints,
+zigzag, a bounded reader whose every failure is an ArchiveError naming what was being read, and the
+one zstd decompressor every reader goes through."""
 
 from __future__ import annotations
+
+import zstandard
 
 from .errors import ArchiveError
 
@@ -69,3 +72,39 @@ class Reader:
     def end(self) -> None:
         if self.pos != len(self.data):
             raise self.fail(f"{len(self.data) - self.pos} unexpected trailing bytes")
+
+
+def zstd_decompress(data: bytes, where: str, *, limit: int, size: int | None = None) -> bytes:
+    """The content of one zstd frame from an archive, never more than `limit` bytes of output.
+
+    The frame MUST declare its content size (docs/FORMAT.md), at most `limit` and, when `size` is
+    given, exactly `size`, and nothing may follow it. The output buffer is allocated from the
+    declared size, and zstd stops with an error when the frame would write past it: a frame that
+    declares 16 MiB but holds 2 GiB is refused after at most 16 MiB, not after 2 GiB.
+    """
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"{where}: corrupt zstd data ({exc})") from None
+    if declared == zstandard.CONTENTSIZE_UNKNOWN:
+        raise ArchiveError(f"{where}: zstd frame does not declare its content size")
+    if declared > limit:
+        raise ArchiveError(
+            f"{where}: zstd frame declares {declared} bytes, which exceeds the limit {limit}"
+        )
+    if size is not None and declared != size:
+        raise ArchiveError(f"{where}: zstd frame declares {declared} bytes, expected {size}")
+    if declared == 0:  # python-zstandard treats a declared 0 as "unknown" and would not bound it
+        empty = zstandard.ZstdCompressor(write_content_size=True).compress(b"")
+        if bytes(data) != empty:
+            raise ArchiveError(f"{where}: zstd frame declares 0 bytes but holds more")
+        return b""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(
+            data, max_output_size=declared, allow_extra_data=False
+        )
+    except zstandard.ZstdError as exc:
+        raise ArchiveError(f"{where}: corrupt zstd data or not what it declares ({exc})") from None
+    if len(raw) != declared:  # zstd checks this itself; kept as a second line of defence
+        raise ArchiveError(f"{where}: zstd frame holds {len(raw)} bytes, declares {declared}")
+    return raw

@@ -25,6 +25,7 @@ from typing import Any
 
 import zstandard
 
+from .byteio import zstd_decompress
 from .errors import ArchiveError, ConfigError
 
 MAGIC = b"\x89PFNR\r\n\x1a\n"
@@ -129,18 +130,26 @@ def archive_to_bytes(header: dict[str, Any], sessions: list[SessionChunk]) -> by
 # ---------------------------------------------------------------------------- reading
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
 def _json_from_bytes(data: bytes, where: str) -> dict[str, Any]:
+    """A zstd JSON block (docs/FORMAT.md): at most MAX_JSON_BYTES, strict JSON, an object."""
+    raw = zstd_decompress(data, where, limit=MAX_JSON_BYTES)
     try:
-        declared = zstandard.get_frame_parameters(data).content_size
-        if declared > MAX_JSON_BYTES:  # also rejects CONTENTSIZE_UNKNOWN (2**64 - 1)
-            raise ArchiveError(f"{where}: JSON of {declared} bytes exceeds {MAX_JSON_BYTES}")
-        obj = zstandard.ZstdDecompressor().decompressobj()
-        raw = obj.decompress(data)
-        if len(raw) != declared or not obj.eof or obj.unused_data:
-            raise ArchiveError(f"{where}: zstd frame is truncated or followed by extra bytes")
-        value = json.loads(raw.decode("utf-8"))
-    except zstandard.ZstdError as exc:
-        raise ArchiveError(f"{where}: corrupt zstd data ({exc})") from None
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ArchiveError(f"{where}: invalid JSON ({exc})") from None
     if not isinstance(value, dict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
-from .byteio import Reader, unzigzag, uvarint, zigzag
+from .byteio import Reader, unzigzag, uvarint, zigzag, zstd_decompress
 from .coders import (
     CODERS,
     DEFAULT_CODER,
@@ -60,18 +60,8 @@ def _zstd_compress(raw: bytes) -> bytes:
 
 
 def _zstd_decompress(data: bytes, size: int, where: str) -> bytes:
-    """Decompress one zstd frame that must declare exactly `size` bytes (no bombs, no trailer)."""
-    try:
-        declared = zstandard.get_frame_parameters(data).content_size
-        if declared != size:
-            raise ArchiveError(f"{where}: zstd frame declares {declared} bytes, expected {size}")
-        obj = zstandard.ZstdDecompressor().decompressobj()
-        raw = obj.decompress(data)
-    except zstandard.ZstdError as exc:
-        raise ArchiveError(f"{where}: corrupt zstd data ({exc})") from None
-    if len(raw) != size or not obj.eof or obj.unused_data:
-        raise ArchiveError(f"{where}: zstd frame is truncated or followed by extra bytes")
-    return raw
+    """One zstd frame that must declare exactly `size` bytes (no bombs, no trailer)."""
+    return zstd_decompress(data, where, limit=size, size=size)
 
 
 # ---------------------------------------------------------------------------- histogram model

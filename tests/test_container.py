@@ -9,11 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zstandard
 
 from pfnr_codec import container
 from pfnr_codec.container import (
@@ -308,3 +310,68 @@ def test_lock_released_when_holder_dies(tmp_path: Path) -> None:
 def test_crc_covers_type_and_length() -> None:
     chunk = container._chunk(b"SESS", b"payload")
     assert struct.unpack("<I", chunk[-4:])[0] == zlib.crc32(chunk[:-4])
+
+
+def _lie_about_size(frame: bytes, declared: int) -> bytes:
+    """`frame` with its 4-byte frame content size field rewritten (python-zstandard writes one
+    for contents of 64 KiB .. 4 GiB)."""
+    assert frame[4] >> 6 == 2  # FCS flag: a 4-byte content size
+    end = zstandard.frame_header_size(frame)
+    return frame[: end - 4] + struct.pack("<I", declared) + frame[end:]
+
+
+def test_a_zstd_frame_holding_more_than_it_declares_is_refused_without_inflating() -> None:
+    raw = b"{" + b" " * (256 << 20) + b"}"  # 256 MiB of JSON whitespace
+    frame = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
+    bomb = _lie_about_size(frame, 1 << 20)  # declares 1 MiB, well under the 16 MiB limit
+    data = MAGIC + bytes(FORMAT_VERSION) + container._chunk(b"HEAD", bomb)
+    data += container._end_chunk(0, len(data))
+    del raw
+    tracemalloc.start()
+    try:
+        with pytest.raises(ArchiveError, match="header: corrupt zstd data or not what it declares"):
+            archive_from_bytes(data, "x.pfnr")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # the declared 1 MiB and some slack, not the 256 MiB it holds
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"\x28\xb5\x2f\xfd\x00\x00\x11\x00\x00{}", "does not declare its content size"),
+        (zstandard.ZstdCompressor(write_content_size=True).compress(b"{}") + b"x", "corrupt zstd"),
+        (zstandard.ZstdCompressor(write_content_size=True).compress(b"{}") * 2, "corrupt zstd"),
+        (b"\x28\xb5\x2f\xfd\x20\x00" + b"\x09\x00\x00{", "declares 0 bytes but holds more"),
+        (b"not zstd", "corrupt zstd"),
+    ],
+    ids=["no content size", "trailing byte", "two frames", "declares 0", "not zstd"],
+)
+def test_zstd_json_must_declare_its_size_and_stand_alone(blob: bytes, message: str) -> None:
+    data = MAGIC + bytes(FORMAT_VERSION) + container._chunk(b"HEAD", blob)
+    with pytest.raises(ArchiveError, match=message):
+        archive_from_bytes(data + container._end_chunk(0, len(data)), "x.pfnr")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"tool": NaN}', "NaN is not strict JSON"),
+        ('{"fps": Infinity}', "Infinity is not strict JSON"),
+        ('{"fps": -Infinity}', "-Infinity is not strict JSON"),
+        ('{"frames": 1, "frames": 2}', "key 'frames' appears twice"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid JSON"),
+        ('{"a": ' + "9" * 5000 + "}", "invalid JSON"),
+    ],
+    ids=["NaN", "Infinity", "-Infinity", "duplicate key", "array", "deep", "long int"],
+)
+def test_json_blocks_are_strict(text: str, message: str) -> None:
+    blob = zstandard.ZstdCompressor(write_content_size=True).compress(text.encode())
+    data = MAGIC + bytes(FORMAT_VERSION) + container._chunk(b"HEAD", blob)
+    with pytest.raises(ArchiveError, match=message):
+        archive_from_bytes(data + container._end_chunk(0, len(data)), "x.pfnr")
+    meta = struct.pack("<I", len(blob)) + blob + struct.pack("<I", 0)
+    with pytest.raises(ArchiveError, match=f"session 1 meta: .*{message}"):
+        archive_from_bytes(_with_chunk(b"SESS", meta), "x.pfnr")
