@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 import struct
 import time
 import zlib
@@ -300,13 +301,15 @@ def _fsync_dir(directory: Path) -> None:
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync it, rename it over `path`, fsync the dir.
 
+    A symlinked `path` keeps its link: the file it points to is replaced.
     Until the rename the old file is untouched; after it, the new one is complete. On any failure
     (including KeyboardInterrupt) the temp file is removed; after kill -9 it may remain, named
     `.<name>.<pid>.<random>.tmp`, and is never read.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    target = path.resolve()  # through a symlink: replace the file it names, not the link
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+        mode = target.stat().st_mode & 0o777 if target.exists() else 0o644
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             view = memoryview(data)
@@ -315,7 +318,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         with suppress(OSError):
             os.unlink(tmp)
@@ -325,7 +328,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             reason = exc.strerror or str(exc)
             raise ArchiveError(f"cannot write {path}: {reason}; archive unchanged") from None
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(target.parent)
 
 
 def write_archive(path: Path, header: dict[str, Any], sessions: list[SessionChunk]) -> None:
@@ -376,20 +379,45 @@ def append_session(
 # ---------------------------------------------------------------------------- locking
 
 
+def lock_path_of(path: Path) -> Path:
+    """The lock file of the archive at `path`: beside the file a symlinked `path` points to, so
+    every name of one archive takes the same lock."""
+    real = Path(path).resolve()
+    return real.with_name(real.name + ".lock")
+
+
+def _open_lock(lock_path: Path) -> int:
+    """Open (creating) the lock file without following a symlink, and only a regular file."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock_path, flags | os.O_NONBLOCK, 0o644)  # a FIFO must not block the open
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ArchiveError(
+                f"lock file {lock_path} is a symlink; refusing to follow it"
+            ) from None
+        raise ArchiveError(f"cannot create lock file {lock_path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ArchiveError(f"lock file {lock_path} exists and is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextmanager
 def archive_lock(path: Path, wait: float = 0.0) -> Iterator[None]:
     """Hold an exclusive flock on '<archive>.lock' for a whole read-train-append cycle.
 
     A second process waits up to `wait` seconds, then gets an ArchiveError naming the holder's pid.
     The kernel drops the lock when the holder exits or dies. The lock file itself is left in
-    place: deleting it would let two processes lock two different files.
+    place: deleting it would let two processes lock two different files. The lock belongs to the
+    archive's resolved path (`lock_path_of`), is never a symlink and always a regular file.
     """
     path = Path(path)
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise ArchiveError(f"cannot create lock file {lock_path}: {exc.strerror}") from None
+    lock_path = lock_path_of(path)
+    fd = _open_lock(lock_path)
     try:
         deadline = time.monotonic() + max(0.0, wait)
         while True:
@@ -404,9 +432,13 @@ def archive_lock(path: Path, wait: float = 0.0) -> Iterator[None]:
                         f"archive {path} is locked by another pfnr process (pid {holder})"
                     ) from None
                 time.sleep(min(0.05, left))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         try:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            except OSError as exc:
+                reason = "no space left" if exc.errno == errno.ENOSPC else exc.strerror or exc
+                raise ArchiveError(f"cannot write lock file {lock_path}: {reason}") from None
             yield
         finally:
             with suppress(OSError):

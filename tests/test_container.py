@@ -375,3 +375,54 @@ def test_json_blocks_are_strict(text: str, message: str) -> None:
     meta = struct.pack("<I", len(blob)) + blob + struct.pack("<I", 0)
     with pytest.raises(ArchiveError, match=f"session 1 meta: .*{message}"):
         archive_from_bytes(_with_chunk(b"SESS", meta), "x.pfnr")
+
+
+def test_a_symlinked_archive_takes_the_same_lock_and_keeps_its_link(tmp_path: Path) -> None:
+    real, link = tmp_path / "real.pfnr", tmp_path / "link.pfnr"
+    first, second = _sessions()
+    append_session(real, HEADER, first, 0)
+    link.symlink_to(real)
+    with archive_lock(real):
+        with pytest.raises(ArchiveError, match="locked by another pfnr process"):
+            with archive_lock(link):
+                pass
+    with archive_lock(link):
+        append_session(link, HEADER, second, 1)
+    assert link.is_symlink() and len(read_archive(real).sessions) == 2
+    assert _listing(tmp_path) == ["link.pfnr", "real.pfnr", "real.pfnr.lock"]
+
+
+def test_the_lock_file_is_never_followed_through_a_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    path = tmp_path / "a.pfnr"
+    path.with_name("a.pfnr.lock").symlink_to(victim)
+    with pytest.raises(ArchiveError, match="is a symlink; refusing to follow it"):
+        with archive_lock(path):
+            pass
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "a.pfnr"
+    lock = tmp_path / "a.pfnr.lock"
+    lock.mkdir() if kind == "directory" else os.mkfifo(lock)
+    with pytest.raises(ArchiveError, match="lock file"):
+        with archive_lock(path):
+            pass
+
+
+def test_a_full_disk_while_writing_the_lock_is_a_clean_error(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "a.pfnr"
+
+    def no_space(*args) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(ArchiveError, match="cannot write lock file .*: no space left"):
+        with archive_lock(path):
+            pass
+    monkeypatch.undo()
+    with archive_lock(path, wait=0):  # and the lock was released
+        pass
