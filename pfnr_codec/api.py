@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .archive import LoadedArchive, load_archive, new_header, session_frames
+from .archive import LoadedArchive, load_archive, new_header
 from .bitstream import pack_session, stream_category
 from .config import DEFAULT_QUALITY, get_preset, quality_width, scaled_preset
 from .container import SessionChunk, append_session, archive_lock
 from .entropy import DEFAULT_CODER, get_coder
-from .errors import ConfigError, InputError, UsageError
+from .errors import ArchiveError, ConfigError, InputError, UsageError
 from .growth import check_store_size, growth_for, layer_widths
 from .metrics import bpp, ms_ssim, psnr
 from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
+from .session_meta import SessionMeta
 from .train import Progress, TrainSettings, fit_session
 from .video import frames_to_tensor, read_video, resize_frames
 
@@ -290,6 +291,7 @@ def encode_video(
         }
         streams = pack_session(fit, get_coder(header["coder"]))
         meta["encode_seconds"] = round(time.monotonic() - start, 3)
+        SessionMeta.from_dict(meta, "new session meta")  # what readers will check
         contents = append_session(archive, header, SessionChunk(meta, streams), count)
     return _session_report(
         count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
@@ -299,36 +301,69 @@ def encode_video(
 def _session_report(
     number: int, chunk: SessionChunk, size: int, config: Any, grow: tuple[int, ...]
 ) -> SessionReport:
-    meta = chunk.meta
-    frames = int(meta.get("frames", 0))
-    active = max(1, int(meta.get("active_weights", 0)))
+    meta = SessionMeta.from_dict(chunk.meta, f"session {number} meta")
+    active = max(1, meta.active_weights or 0)
     return SessionReport(
         session=number,
-        name=str(meta.get("name", "")),
-        source=str(meta.get("source", "")),
-        frames=frames,
-        fps=float(meta.get("fps", 0.0)),
-        psnr=meta.get("psnr"),
-        ms_ssim=meta.get("ms_ssim"),
+        name=meta.name or "",
+        source=meta.source or "",
+        frames=meta.frames,
+        fps=meta.fps or 0.0,
+        psnr=meta.psnr,
+        ms_ssim=meta.ms_ssim,
         bytes=size,
-        bpp=bpp(size, frames, config.height, config.width) if frames else 0.0,
-        capacity=float(meta.get("capacity", 0.0)),
-        bits=int(meta.get("bits", 0)),
-        new_weights=int(meta.get("new_weights", 0)),
-        reused_share=int(meta.get("reused_weights", 0)) / active,
-        encode_seconds=meta.get("encode_seconds"),
-        epochs=meta.get("epochs"),
+        bpp=bpp(size, meta.frames, config.height, config.width),
+        capacity=meta.capacity or 0.0,
+        bits=meta.bits or 0,
+        new_weights=meta.new_weights or 0,
+        reused_share=(meta.reused_weights or 0) / active,
+        encode_seconds=meta.encode_seconds,
+        epochs=meta.epochs,
         added_channels=sum(grow),
     )
 
 
 def _reference_frames(
-    reference: Path, meta: dict[str, Any], start: int, end: int, height: int, width: int
+    reference: Path, meta: SessionMeta, start: int, end: int, height: int, width: int
 ) -> np.ndarray:
     """The source frames a decoded range corresponds to, at the decoded size."""
-    offset = int(meta.get("source_frames", [0])[0])
+    offset = meta.source_frames[0] if meta.source_frames else 0
     frames, _ = read_video(reference, (offset + start, offset + end))
     return resize_frames(frames, height, width)
+
+
+def _check_fingerprint(
+    frames: np.ndarray,
+    exact: bool,
+    meta: SessionMeta,
+    render_exact: Callable[[], np.ndarray],
+    where: str,
+) -> bool | None:
+    """Whether a whole session's decoded `frames` are the bytes fingerprinted at encode time.
+
+    float32 renders differ between devices and instruction sets by a level at a few pixels, and
+    so may a payload changed with its CRC recomputed: the size of a difference cannot tell the two
+    apart. float64 renders are the same bytes everywhere, so a float32 mismatch is settled by the
+    float64 fingerprint: if that matches, the difference is rendering noise (False); if not, the
+    archive content is not what was encoded (ArchiveError). None: the archive stores no fingerprint.
+    """
+    expected = meta.sha256_exact if exact else meta.sha256
+    if expected is not None and fingerprint(frames) == expected:
+        return True
+    if meta.sha256_exact is None:  # nothing device-independent to settle it with
+        return None if expected is None else False
+    if fingerprint(render_exact()) != meta.sha256_exact:
+        raise ArchiveError(
+            f"{where}: archive content does not match what was encoded (the decoded frames "
+            "differ from the fingerprint stored at encode time, also in float64 rendering, which "
+            "is the same on every device: the archive was altered after encoding, its CRCs "
+            "recomputed, or written by a faulty encoder)"
+        )
+    return False
+
+
+MAX_DECODE_BYTES = 8 << 30  # uint8 frames one decode call may hold (working + output size)
+DEFAULT_FPS = 25.0  # for sessions whose metadata has no frame rate
 
 
 def decode_session(
@@ -346,34 +381,44 @@ def decode_session(
         raise ConfigError(f"size must be 'original' or 'working', got {size!r}")
     loaded = load_archive(archive, resolve_device(device), upto=session)
     config = loaded.config
-    chunk = loaded.session(session)
-    total = session_frames(chunk, session, archive)
+    loaded.session(session)  # a UsageError for a session the archive does not hold
+    meta = loaded.metas[session - 1]
+    total = meta.frames
     start, end = frames if frames else (0, None)
     end = total if end is None else end
     if not 0 <= start < end <= total:
         raise InputError(f"frames {start}:{end} outside session {session} ({total} frames)")
+    working = (config.height, config.width)
+    height, width = meta.size(working) if size == "original" else working
+    needed = (end - start) * 3 * (config.height * config.width + height * width)
+    if needed > MAX_DECODE_BYTES:
+        raise ArchiveError(
+            f"{archive}: decoding frames {start}:{end} of session {session} at {width}x{height} "
+            f"needs {needed / 2**30:.1f} GiB of frames, more than the {MAX_DECODE_BYTES >> 30} GiB "
+            "one decode may hold; decode a smaller frame range"
+        )
     began = time.perf_counter()
     model = loaded.session_model(session)
-    out = render_frames(
-        model,
-        session_weights(model, loaded.masks[session - 1]),
-        loaded.heads[session - 1],
-        start,
-        end,
-        exact,
-    )
+    weights = session_weights(model, loaded.masks[session - 1])
+    head = loaded.heads[session - 1]
+    out = render_frames(model, weights, head, start, end, exact)
     seconds = time.perf_counter() - began
     matches = None
     if (start, end) == (0, total):
-        matches = fingerprint(out) == chunk.meta.get("sha256_exact" if exact else "sha256")
-    if size == "original":
-        height, width = chunk.meta.get("original_size", [config.height, config.width])
-        out = resize_frames(out, int(height), int(width))
+
+        def render_exact() -> np.ndarray:
+            return out if exact else render_frames(model, weights, head, exact=True)
+
+        matches = _check_fingerprint(
+            out, exact, meta, render_exact, f"{archive}: session {session}"
+        )
+    if (height, width) != working:
+        out = resize_frames(out, height, width)
     size_bytes = loaded.contents.session_bytes[session - 1]
     result = DecodeResult(
         session=session,
         frames=out,
-        fps=float(chunk.meta.get("fps", 25.0)),
+        fps=meta.fps or DEFAULT_FPS,
         bytes=size_bytes,
         bpp=bpp(size_bytes, total, config.height, config.width),
         seconds=seconds,
@@ -381,7 +426,7 @@ def decode_session(
         matches_encode=matches,
     )
     if reference is not None:
-        ref = _reference_frames(reference, chunk.meta, start, end, out.shape[1], out.shape[2])
+        ref = _reference_frames(reference, meta, start, end, out.shape[1], out.shape[2])
         result.psnr, result.ms_ssim = psnr(out, ref), ms_ssim(out, ref)
     return result
 

@@ -23,6 +23,7 @@ from .entropy import CODERS, EntropyCoder, get_coder
 from .errors import ArchiveError, UsageError
 from .growth import SharedWeights, check_grow, check_store_size
 from .model import PFNR, Head
+from .session_meta import SessionMeta
 
 MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
@@ -56,12 +57,12 @@ def parse_header(header: dict[str, Any], path: Path) -> tuple[ModelConfig, str]:
     return config, coder
 
 
-def session_frames(session: SessionChunk, index: int, path: Path) -> int:
-    """The session's frame count, checked (it sizes decoding)."""
-    frames = session.meta.get("frames")
-    if not isinstance(frames, int) or not 1 <= frames <= 10_000_000:
-        raise ArchiveError(f"{path}: session {index} has an invalid frame count {frames!r}")
-    return frames
+def session_metas(contents: ArchiveContents, path: Path) -> list[SessionMeta]:
+    """Every session's metadata, checked (it sizes decoding: frame counts, output sizes)."""
+    return [
+        SessionMeta.from_dict(chunk.meta, f"{path}: session {i + 1} meta")
+        for i, chunk in enumerate(contents.sessions)
+    ]
 
 
 @dataclass
@@ -73,6 +74,7 @@ class LoadedArchive:
     config: ModelConfig  # the header's (base) network
     coder: EntropyCoder
     store: SharedWeights
+    metas: list[SessionMeta]  # every session's, checked
     grows: list[tuple[int, ...]] = field(default_factory=list)  # per replayed session
     masks: list[dict[str, Tensor]] = field(default_factory=list)
     heads: list[Head] = field(default_factory=list)
@@ -100,28 +102,30 @@ class LoadedArchive:
         return self.store.view(number, self.grows[number - 1])
 
 
-def grow_of(config: ModelConfig, meta: dict[str, Any], path: Path, number: int) -> tuple[int, ...]:
-    """A session's `grow` metadata, checked."""
-    return check_grow(config, meta.get("grow"), f"{path}: session {number}")
+def grow_of(config: ModelConfig, meta: SessionMeta, path: Path, number: int) -> tuple[int, ...]:
+    """A session's `grow` metadata, checked against the header's network."""
+    grow = None if meta.grow is None else list(meta.grow)
+    return check_grow(config, grow, f"{path}: session {number}")
 
 
 def load_archive(path: Path, device: torch.device, upto: int | None = None) -> LoadedArchive:
     """Read `path` and replay its sessions 1..upto (all by default)."""
     contents = read_archive(path)  # which bounds the session count (container.MAX_SESSIONS)
     config, coder_name = parse_header(contents.header, path)
+    metas = session_metas(contents, path)
     count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
     chunks = contents.sessions[:count]
-    frames = [session_frames(chunk, i + 1, path) for i, chunk in enumerate(chunks)]
+    frames = [meta.frames for meta in metas[:count]]
     for i, n in enumerate(frames):
         if config.latent_values(n) > MAX_LATENT_VALUES:
             raise ArchiveError(
                 f"{path}: session {i + 1} would hold {config.latent_values(n)} latent values "
                 f"(limit {MAX_LATENT_VALUES})"
             )
-    grows = [grow_of(config, chunk.meta, path, i + 1) for i, chunk in enumerate(chunks)]
+    grows = [grow_of(config, meta, path, i + 1) for i, meta in enumerate(metas[:count])]
     check_store_size(config, grows, str(path))
     store = SharedWeights(config, device)
-    loaded = LoadedArchive(path, contents, config, get_coder(coder_name), store, grows)
+    loaded = LoadedArchive(path, contents, config, get_coder(coder_name), store, metas, grows)
     for i, grow in enumerate(grows):
         view = store.view(i + 1, grow)
         try:
