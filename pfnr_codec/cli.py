@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,29 +26,91 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from . import __version__
-from .errors import PfnrError
+from .errors import InputError, PfnrError, UsageError
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="pfnr: many videos in one progressive Fourier neural representation.",
 )
 INTERRUPTED = 130
-# Piped output is not cut to 80 columns: tables stay whole for whoever reads the file.
-out = Console() if sys.stdout.isatty() else Console(width=160)
-err = Console(stderr=True)
+STDIO = Path("-")  # `encode -` reads the video from stdin, `decode -o -` writes y4m to stdout
 DEBUG = {"on": bool(os.environ.get("PFNR_DEBUG"))}
+
+
+def _console(stderr: bool) -> Console:
+    """A terminal gets its own width; piped output takes $COLUMNS, else 160 columns, so tables
+    stay whole for whoever reads the file."""
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr)
+    columns = os.environ.get("COLUMNS", "")
+    return Console(stderr=stderr, width=int(columns) if columns.isdigit() else 160)
+
+
+out, err = _console(stderr=False), _console(stderr=True)
+
+
+class PresetChoice(StrEnum):
+    cpu = "cpu"
+    cpu_time = "cpu-time"
+    paper = "paper"
+    tiny = "tiny"
+
+
+class CoderChoice(StrEnum):
+    constriction = "constriction"
+    torchac = "torchac"
+
+
+class SizeChoice(StrEnum):
+    original = "original"
+    working = "working"
+
+
+class PixFmtChoice(StrEnum):
+    yuv420p = "yuv420p"
+    yuv444p = "yuv444p"
+
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", "-a", help="Archive file.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or notes on stderr.")
+]
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
 
 
 def _range(text: str | None) -> tuple[int, int | None] | None:
+    """A frame range option; bad syntax is a usage error (exit 2), like any other bad option."""
     from .video import parse_frame_range
 
-    return None if text is None else parse_frame_range(text)
+    if text is None:
+        return None
+    try:
+        return parse_frame_range(text)
+    except InputError as exc:
+        raise UsageError(f"--frames: {exc}") from None
+
+
+@contextmanager
+def _stdin_video() -> Iterator[Path]:
+    """The video piped to stdin, spooled to a temporary file named `stdin` (FFmpeg needs to
+    seek; the session's source then reads `stdin`)."""
+    if sys.stdin.isatty():
+        raise UsageError("'-' reads the video from stdin, but stdin is a terminal: pipe a video in")
+    with tempfile.TemporaryDirectory(prefix="pfnr-stdin-") as folder:
+        path = Path(folder) / "stdin"
+        with open(path, "wb") as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool, 1 << 20)
+        if path.stat().st_size == 0:
+            raise InputError("stdin held no data: pipe a video in")
+        yield path
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -59,20 +126,38 @@ def _table(title: str) -> Table:
     return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
 
 
+# The full sessions table needs about this many columns; narrower terminals get the columns that
+# matter most, so no number is ever cut.
+FULL_TABLE_WIDTH = 112
+
+
 def _session_table(title: str, sessions: list[Any], with_time: bool) -> Table:
     table = _table(title)
-    columns = ["#", "name", "source", "frames", "fps", "PSNR", "MS-SSIM", "BPP", "new w."]
+    full = out.width >= FULL_TABLE_WIDTH
+    columns = ["#", "name"] + (["source", "fps"] if full else []) + ["frames", "PSNR"]
+    columns += (["MS-SSIM"] if full else []) + ["BPP"] + (["new w."] if full else [])
     columns += ["reused", "bytes"] + (["time s"] if with_time else [])
     for column in columns:
         if column in ("name", "source"):
-            table.add_column(column, overflow="fold", min_width=8)
+            table.add_column(column, overflow="fold", min_width=6)
         else:
             table.add_column(column, justify="right", no_wrap=True)
     for s in sessions:
-        row = [str(s.session), s.name, s.source, str(s.frames), _fmt(s.fps), _fmt(s.psnr)]
-        row += [_fmt(s.ms_ssim, 4), _fmt(s.bpp, 4), f"{s.new_weights:,}", f"{s.reused_share:.0%}"]
-        row += [f"{s.bytes:,}"] + ([_fmt(s.encode_seconds, 1)] if with_time else [])
-        table.add_row(*row)
+        cells = {
+            "#": str(s.session),
+            "name": s.name,
+            "source": s.source,
+            "fps": _fmt(s.fps),
+            "frames": str(s.frames),
+            "PSNR": _fmt(s.psnr),
+            "MS-SSIM": _fmt(s.ms_ssim, 4),
+            "BPP": _fmt(s.bpp, 4),
+            "new w.": f"{s.new_weights:,}",
+            "reused": f"{s.reused_share:.0%}",
+            "bytes": f"{s.bytes:,}",
+            "time s": _fmt(getattr(s, "encode_seconds", None), 1),
+        }
+        table.add_row(*(cells[c] for c in columns))
     return table
 
 
@@ -94,16 +179,20 @@ class _Bars:
         self.label = ""
 
     def start(self, label: str) -> None:
-        """Name the next bar; it appears with the first epoch, after the input checks passed."""
-        self.label, self.task = label, None
+        """A new bar: it pulses while the video is read and the model set up, then fills."""
+        self.label = label
+        self.task = self.progress.add_task(label, total=None, psnr="setting up", epochs="")
 
     def update(self, p: Any) -> None:
         if self.task is None:
-            self.task = self.progress.add_task(self.label, total=None, psnr="", epochs="")
-        label = "PSNR" if p.phase == "train" else "fine-tune PSNR"
+            self.start(self.label)
+        # Measured on the float weights during training; the final table's PSNR is the decoded one.
+        label = "train PSNR" if p.phase == "train" else "fine-tune PSNR"
         note = f"{label} {p.psnr:6.2f} dB  lr {p.learning_rate:.1e}"
         if p.recoveries:
             note += f"  recovered x{p.recoveries}"
+        if p.epoch >= p.epochs:
+            note += "  rendering and coding..."
         self.progress.update(
             self.task,
             completed=p.epoch,
@@ -112,13 +201,21 @@ class _Bars:
             epochs=f"epoch {p.epoch}/{p.epochs}",
         )
 
+    def discard(self) -> None:
+        """Drop the current bar (a refused input leaves no bar behind its error line)."""
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
 
 @app.command()
 def encode(
-    videos: Annotated[list[Path], typer.Argument(help="Videos (or folders of frames), in order.")],
+    videos: Annotated[
+        list[Path], typer.Argument(help="Videos (or folders of frames), in order; - is stdin.")
+    ],
     archive: ArchiveOpt = Path("archive.pfnr"),
     preset: Annotated[
-        str | None, typer.Option(help="cpu, cpu-time, paper or tiny (new archives).")
+        PresetChoice | None, typer.Option(help="Model family of a new archive (default cpu).")
     ] = None,
     quality: Annotated[
         int | None,
@@ -144,7 +241,7 @@ def encode(
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     coder: Annotated[
-        str | None, typer.Option(help="constriction or torchac (new archives).")
+        CoderChoice | None, typer.Option(help="Entropy coder of a new archive.")
     ] = None,
     finetune: Annotated[int, typer.Option(help="Quantization-aware fine-tune epochs.")] = 0,
     qat: Annotated[
@@ -155,6 +252,7 @@ def encode(
         ),
     ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Add one session per video to ARCHIVE (created if missing)."""
     from .api import EncodeOptions, encode_video
@@ -162,12 +260,15 @@ def encode(
     names = list(name or [])
     if names and len(names) != len(videos):
         raise typer.BadParameter(f"got {len(names)} --name for {len(videos)} videos")
+    if videos.count(STDIO) > 1:
+        raise UsageError("stdin ('-') can be read only once")
+    existed = archive.exists()
     reports = []
-    bars = _Bars(quiet=json_out and not err.is_terminal)
+    bars = _Bars(quiet=quiet or (json_out and not err.is_terminal))
     with bars.progress:
         for i, video in enumerate(videos):
             options = EncodeOptions(
-                preset=preset,
+                preset=_value(preset),
                 quality=quality,
                 capacity=capacity,
                 growth=growth,
@@ -178,16 +279,25 @@ def encode(
                 name=names[i] if names else None,
                 device=device,
                 seed=seed,
-                coder=coder,
+                coder=_value(coder),
                 qat_epochs=finetune,
                 quantize_aware=qat,
             )
-            bars.start(f"{video.name}")
-            reports.append(encode_video(archive, video, options, bars.update))
+            bars.start(video.name if video != STDIO else "stdin")
+            try:
+                if video == STDIO:
+                    with _stdin_video() as spooled:
+                        reports.append(encode_video(archive, spooled, options, bars.update))
+                else:
+                    reports.append(encode_video(archive, video, options, bars.update))
+            except BaseException:
+                bars.discard()
+                raise
     if json_out:
         print(json.dumps({"archive": str(archive), "sessions": [r.to_dict() for r in reports]}))
     else:
-        out.print(_session_table(f"added to {archive}", reports, with_time=True))
+        how = "appended to" if existed else "new archive"
+        out.print(_session_table(f"{how} {archive}", reports, with_time=True))
 
 
 @app.command()
@@ -195,41 +305,62 @@ def decode(
     session: Annotated[int, typer.Option("--session", "-s", help="Session number (1-based).")],
     archive: ArchiveOpt = Path("archive.pfnr"),
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="PNG folder, .y4m, .mkv (FFV1) or .mp4.")
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="PNG folder, .y4m, .mkv (FFV1), .mp4, or - (y4m to stdout)."
+        ),
     ] = None,
-    size: Annotated[str, typer.Option(help="original or working.")] = "original",
+    size: Annotated[SizeChoice, typer.Option(help="Size to decode at.")] = SizeChoice.original,
     frames: Annotated[str | None, typer.Option(help="Frame range START:END.")] = None,
     reference: Annotated[Path | None, typer.Option(help="Source video for PSNR / MS-SSIM.")] = None,
     exact: Annotated[
         bool, typer.Option(help="Render in float64 (the same bytes on any CPU or GPU).")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite/--no-overwrite", "-y/-n", help="Replace an existing output."),
+    ] = False,
+    crf: Annotated[int, typer.Option(min=0, max=51, help="H.264 quality of an .mp4 output.")] = 18,
+    pix_fmt: Annotated[
+        PixFmtChoice, typer.Option(help="Chroma of an .mp4 output (yuv420p plays everywhere).")
+    ] = PixFmtChoice.yuv420p,
     device: DeviceOpt = "auto",
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Rebuild a session's frames and write them without adding loss."""
     from .api import decode_session
-    from .video import write_video
+    from .video import output_exists, padded_for, write_video, write_y4m_stream
 
+    target = output or Path(f"{archive.stem}_session{session}.mkv")
+    to_stdout = target == STDIO
+    if not to_stdout and not overwrite and output_exists(target):
+        raise UsageError(f"{target} exists; add -y to overwrite it")
+    report = err if to_stdout else out  # with frames on stdout, nothing else goes there
     result = decode_session(
         archive,
         session,
         frames=_range(frames),
-        size=size,
+        size=size.value,
         exact=exact,
         device=device,
         reference=reference,
     )
-    target = output or Path(f"{archive.stem}_session{session}.mkv")
-    written = write_video(result.frames, target, result.fps)
-    record = result.to_dict() | {"output": str(written)}
+    if to_stdout:
+        write_y4m_stream(result.frames, sys.stdout.buffer, result.fps)
+        sys.stdout.buffer.flush()
+        written = "stdout"
+    else:
+        written = str(
+            write_video(result.frames, target, result.fps, crf=crf, pix_fmt=pix_fmt.value)
+        )
+    record = result.to_dict() | {"output": written}
     if json_out:
-        print(json.dumps(record))
+        print(json.dumps(record), file=sys.stderr if to_stdout else sys.stdout)
         return
     table = _table(f"session {session} of {archive} -> {written}")
-    for column in ("frames", "size", "BPP", "bytes", "decode fps", "as encoded"):
-        table.add_column(column, justify="right")
-    table.add_column("PSNR", justify="right")
-    table.add_column("MS-SSIM", justify="right")
+    for column in ("frames", "size", "BPP", "bytes", "fps", "as encoded", "PSNR", "MS-SSIM"):
+        table.add_column(column, justify="right", no_wrap=True)
     shape = result.frames.shape
     table.add_row(
         str(shape[0]),
@@ -241,8 +372,17 @@ def decode(
         _fmt(result.psnr),
         _fmt(result.ms_ssim, 4),
     )
-    out.print(table)
-    if result.matches_encode is False and not exact:
+    report.print(table)
+    if not quiet:
+        report.print("fps: decoded frames per second; PSNR, MS-SSIM: against --reference")
+    height, width = result.frames.shape[1:3]
+    is_mp4 = Path(written).suffix.lower() in (".mp4", ".mov")
+    if is_mp4 and padded_for(pix_fmt.value, height, width) != (height, width) and not quiet:
+        err.print(
+            f"[yellow]note:[/] {width}x{height} is odd; {pix_fmt.value} needs even sizes, so the "
+            "last row or column is repeated (--pix-fmt yuv444p keeps the size)"
+        )
+    if result.matches_encode is False and not exact and not quiet:
         err.print(
             "[yellow]note:[/] float32 rendering differs by a few pixel levels between devices and "
             "instruction sets; --exact renders the bytes the encoder fingerprinted on any CPU or GPU"
@@ -251,13 +391,18 @@ def decode(
 
 @app.command()
 def info(
-    archive: Annotated[Path, typer.Argument(help="Archive file.")] = Path("archive.pfnr"),
+    archive: Annotated[Path | None, typer.Argument(help="Archive file.")] = None,
+    archive_option: Annotated[
+        Path | None, typer.Option("--archive", "-a", help="Archive file (like the others).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show what an archive holds."""
     from .api import inspect_archive
 
-    report = inspect_archive(archive)
+    if archive is not None and archive_option is not None and archive != archive_option:
+        raise UsageError("give the archive once: as an argument or with -a")
+    report = inspect_archive(archive or archive_option or Path("archive.pfnr"))
     if json_out:
         print(json.dumps(report.to_dict()))
         return
@@ -271,10 +416,13 @@ def info(
     grown = [s for s in report.sessions if s.added_channels]
     if grown:
         added = sum(s.added_channels for s in grown)
-        out.print(
-            f"growth: {len(grown)} sessions added {added:,} channels of their own "
-            f"(sessions {', '.join(str(s.session) for s in grown)})"
+        which = ", ".join(str(s.session) for s in grown)
+        sessions = (
+            f"1 session added ({which})"
+            if len(grown) == 1
+            else (f"{len(grown)} sessions added ({which})")
         )
+        out.print(f"growth: {sessions} {added:,} channels of their own")
     parts = _table("bytes")
     for column in ("part", "bytes", "share"):
         parts.add_column(column, justify="right")
@@ -297,17 +445,17 @@ def demo(
     ),
     minutes: Annotated[float, typer.Option(help="Training minutes per clip.")] = 1.0,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Encode two bundled clips as sessions 1 and 2, and show session 1 did not change."""
     from .demo import run_demo
 
-    bars = _Bars(quiet=json_out and not err.is_terminal)
+    bars = _Bars(quiet=quiet or (json_out and not err.is_terminal))
     with bars.progress:
         result = run_demo(folder, minutes, bars.start, bars.update)
     if json_out:
         print(json.dumps(result))
     else:
-        out.print(f"archive: {result['archive']}")
         for line in result["lines"]:
             out.print(line)
     if not result["identical"]:

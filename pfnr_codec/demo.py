@@ -60,7 +60,7 @@ def run_demo(
         f"{'byte-identical' if identical else 'DIFFERENT'} (sha256 {digest_after[:16]}...)",
         f"session 1 against its source: {after.psnr:.2f} dB PSNR, MS-SSIM {after.ms_ssim:.4f}, "
         f"decoded at {after.frames_per_second:.0f} frames/s",
-        f"archive: {info.file_bytes:,} bytes, {info.bpp:.4f} bpp over both sessions; "
+        f"archive {archive}: {info.file_bytes:,} bytes, {info.bpp:.4f} bpp over both sessions; "
         f"frames of session 1 in {frames_dir}/",
     ]
     return {

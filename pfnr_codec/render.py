@@ -22,18 +22,22 @@ CANONICAL_BATCH = 8
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else the CPU.
+    """'auto' picks CUDA when present, else the CPU; 'cuda:N' names one GPU.
 
     On CUDA, cuDNN is held to deterministic convolution algorithms: its default heuristics may pick
     backward kernels that sum with atomics, and a seeded training must give the same archive twice.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name == "cuda":
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+        raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N")
+    if kind == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError("device cuda was asked for but torch sees no CUDA device")
+            raise ConfigError(f"device {name} was asked for but torch sees no CUDA device")
+        if index and int(index) >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ConfigError(f"device {name} does not exist: torch sees {count} CUDA devices")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     return torch.device(name)

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -300,7 +301,8 @@ def write_video(
       one level, so it is near-lossless, not lossless.
     - .mkv: FFV1 lossless RGB; reading it back gives the same uint8 RGB.
     - .mp4/.mov: H.264 (libx264, `crf`, `pix_fmt` yuv444p or yuv420p), BT.601 limited range;
-      lossy. yuv420p needs even sizes and raises InputError otherwise.
+      lossy. yuv420p needs even sizes: an odd height or width gets its last row or column
+      repeated once (see `padded_for`).
     Returns the path written.
     """
     _check_frames(frames)
@@ -407,17 +409,38 @@ def _rgb_to_yuv444(frames: np.ndarray) -> np.ndarray:
 
 
 def _write_y4m(frames: np.ndarray, tmp: Path, fps: float) -> None:
-    """YUV4MPEG2 by hand: a text header and raw planes; FFmpeg reads XCOLORRANGE=FULL back."""
+    with open(tmp, "wb") as f:
+        write_y4m_stream(frames, f, fps)
+
+
+def write_y4m_stream(frames: np.ndarray, stream: BinaryIO, fps: float) -> None:
+    """YUV4MPEG2 by hand: a text header and raw planes; FFmpeg reads XCOLORRANGE=FULL back.
+    Writes to any binary stream (a file, or stdout for a pipe into ffmpeg or a player)."""
+    _check_frames(frames)
     t, h, w, _ = frames.shape
     rate = _rate(fps)
     header = f"YUV4MPEG2 W{w} H{h} F{rate.numerator}:{rate.denominator} Ip A1:1 C444"
-    with open(tmp, "wb") as f:
-        f.write(f"{header} XCOLORRANGE=FULL\n".encode("ascii"))
-        batch = max(1, _RESIZE_BATCH_VALUES // (3 * h * w))
-        for i in range(0, t, batch):
-            for planes in _rgb_to_yuv444(frames[i : i + batch]):
-                f.write(b"FRAME\n")
-                f.write(planes.tobytes())
+    stream.write(f"{header} XCOLORRANGE=FULL\n".encode("ascii"))
+    batch = max(1, _RESIZE_BATCH_VALUES // (3 * h * w))
+    for i in range(0, t, batch):
+        for planes in _rgb_to_yuv444(frames[i : i + batch]):
+            stream.write(b"FRAME\n")
+            stream.write(planes.tobytes())
+
+
+def padded_for(pix_fmt: str, height: int, width: int) -> tuple[int, int]:
+    """The size an .mp4 of `pix_fmt` is written at (yuv420p rounds odd sizes up)."""
+    if pix_fmt == "yuv420p":
+        return height + height % 2, width + width % 2
+    return height, width
+
+
+def output_exists(path: Path | str) -> bool:
+    """Whether writing `path` would replace something: a file, or frames in a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return any(path.glob("frame_*.png"))
+    return path.exists()
 
 
 def _write_h264(
@@ -425,9 +448,9 @@ def _write_h264(
 ) -> None:
     if pix_fmt not in ("yuv444p", "yuv420p"):
         raise InputError(f"H.264 pix_fmt must be yuv444p or yuv420p, got {pix_fmt}")
-    if pix_fmt == "yuv420p" and (frames.shape[1] % 2 or frames.shape[2] % 2):
-        size = f"{frames.shape[2]}x{frames.shape[1]}"
-        raise InputError(f"yuv420p needs even width and height, got {size}: use yuv444p or .mkv")
+    if pix_fmt == "yuv420p":  # 4:2:0 needs even sizes: repeat the last row / column
+        pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
+        frames = np.pad(frames, pad, mode="edge")
     _encode_stream(frames, tmp, fmt, "libx264", fps, pix_fmt, {"crf": str(crf)})
 
 

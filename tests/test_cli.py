@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -141,7 +142,7 @@ def test_decode_each_session_and_session_one_is_unchanged(encoded, clips):
 def test_decode_to_y4m_and_lossy_mp4_when_named(encoded):
     folder = encoded["folder"]
     for name in ("s1.y4m", "s1.mp4"):
-        result = pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", folder / name)
+        result = pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", folder / name, "-y")
         assert result.returncode == 0, result.stderr
         assert (folder / name).stat().st_size > 0
 
@@ -246,3 +247,100 @@ def test_working_size_resizing_of_reference_matches(encoded, clips):
     info = json.loads(pfnr("info", encoded["archive"], "--json").stdout)
     source, _ = read_video(clips[0])
     assert resize_frames(source, *info["working_size"]).shape[1:3] == tuple(info["working_size"])
+
+
+def pfnr_piped(*args: str, stdin: bytes = b"", columns: int = 80) -> subprocess.CompletedProcess:
+    """The command in a fresh process with bytes on stdin and a terminal width of `columns`."""
+    env = dict(os.environ, COLUMNS=str(columns))
+    return subprocess.run(
+        [sys.executable, "-m", "pfnr_codec", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def _no_cut_numbers(text: str, columns: int = 80) -> None:
+    for line in text.splitlines():
+        assert len(line) <= columns, line
+    assert "…" not in text, text
+
+
+def test_encode_reads_stdin_and_its_screen_fits_80_columns(clips, tmp_path):
+    archive = tmp_path / "piped.pfnr"
+    result = pfnr_piped(
+        "encode", "-", "-a", archive, "--preset", "tiny", "--epochs", "3",
+        stdin=clips[0].read_bytes(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    screen = result.stdout.decode()
+    print(f"encode screen at 80 columns:\n{result.stderr.decode()}{screen}")
+    _no_cut_numbers(screen)
+    assert "new archive" in screen and "stdin" in screen
+    info = json.loads(pfnr("info", "-a", archive, "--json").stdout)
+    assert info["sessions"][0]["source"] == "stdin"
+    assert info["sessions"][0]["frames"] == read_video(clips[0])[0].shape[0]
+    again = pfnr_piped("encode", clips[1], "-a", archive, "--epochs", "2")
+    assert again.returncode == 0 and "appended to" in again.stdout.decode()
+    empty = pfnr_piped("encode", "-", "-a", tmp_path / "none.pfnr")
+    one_line_error(_text(empty), 1, "stdin held no data")
+
+
+def _text(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+
+
+def test_info_fits_80_columns_and_takes_the_archive_as_an_option(encoded):
+    result = pfnr_piped("info", "-a", encoded["archive"])
+    assert result.returncode == 0, result.stderr
+    screen = result.stdout.decode()
+    _no_cut_numbers(screen)
+    assert "second" in screen and "archive BPP" in screen
+    wide = pfnr_piped("info", encoded["archive"], columns=160).stdout.decode()
+    assert "MS-SSIM" in wide and "new w." in wide  # a wide terminal gets every column
+    one_line_error(
+        pfnr("info", encoded["archive"], "-a", encoded["folder"] / "other.pfnr"), 2, "once"
+    )
+
+
+def test_decode_to_stdout_writes_only_y4m_there(encoded, tmp_path):
+    piped = pfnr_piped("decode", "-a", encoded["archive"], "-s", "1", "-o", "-", "--json")
+    assert piped.returncode == 0, piped.stderr
+    path = tmp_path / "s1.y4m"
+    assert pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", path).returncode == 0
+    assert piped.stdout == path.read_bytes()
+    assert json.loads(piped.stderr.decode())["output"] == "stdout"
+
+
+def test_decode_refuses_to_overwrite_unless_told(encoded, tmp_path):
+    target = tmp_path / "s1.mkv"
+    target.write_bytes(b"keep me")
+    one_line_error(pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", target), 2, "-y")
+    assert target.read_bytes() == b"keep me"
+    assert pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", target, "-y").returncode == 0
+    assert read_video(target)[0].shape[0] > 0
+    folder = encoded["before"]  # a folder of frames counts as an output too
+    one_line_error(pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", folder), 2, "-y")
+
+
+def test_decode_mp4_plays_everywhere_by_default(encoded, tmp_path):
+    target = tmp_path / "s1.mp4"
+    result = pfnr("decode", "-a", encoded["archive"], "-s", "1", "-o", target, "--crf", "20")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.pix_fmt == "yuv420p"
+        assert (stream.width % 2, stream.height % 2) == (0, 0)
+    assert "odd" in result.stderr  # the clip is 67x45: padded, and the note says so
+
+
+def test_usage_conventions():
+    assert pfnr("-h").returncode == 0
+    assert "--pix-fmt" in pfnr("decode", "-h").stdout
+    bad = pfnr("encode", "x.mp4", "--frames", "5")
+    assert bad.returncode == 2 and "--frames" in bad.stderr and "Traceback" not in bad.stderr
+    assert "cpu-time" in pfnr("encode", "-h").stdout  # choices are listed
+    one_line_error(pfnr("decode", "-s", "1", "--device", "cuda:x"), 2, "cuda:N")
