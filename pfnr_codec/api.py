@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .archive import LoadedArchive, load_archive, new_header
+from .archive import LoadedArchive, load_archive, new_header, parse_header
 from .bitstream import pack_session, stream_category
 from .config import DEFAULT_QUALITY, get_preset, quality_width, scaled_preset
-from .container import SessionChunk, append_session, archive_lock
+from .container import SessionChunk, append_session, archive_lock, read_archive
 from .entropy import DEFAULT_CODER, get_coder
 from .errors import ArchiveError, ConfigError, InputError, UsageError
 from .growth import check_store_size, growth_for, layer_widths
-from .metrics import bpp, ms_ssim, psnr
+from .metrics import MS_SSIM_WINDOW, bpp, ms_ssim, psnr
 from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
 from .session_meta import SessionMeta
@@ -80,6 +80,7 @@ class SessionReport:
     encode_seconds: float | None
     epochs: int | None
     added_channels: int = 0  # channels the session added to the shared network (growth)
+    notes: tuple[str, ...] = ()  # what the encoder should be told about its budget
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -149,6 +150,8 @@ def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
     }
     values = dict(get_preset(preset_name).train)
     values.update({k: v for k, v in chosen.items() if v is not None})
+    if options.minutes is not None and options.epochs is None:
+        values["epochs"] = TIME_BUDGET_EPOCHS  # --minutes is the budget: the time decides
     values.update(qat_epochs=options.qat_epochs, seed=options.seed)
     return TrainSettings(**values)
 
@@ -160,6 +163,8 @@ def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
         )
 
 
+TIME_BUDGET_EPOCHS = 1_000_000  # the epoch cap when only minutes are given: out of reach
+FEW_EPOCHS = 20  # a session that ends sooner is far below what its preset reaches
 MIN_FREE_SHARE = 0.01  # below this, a model family that cannot grow refuses a new session
 
 
@@ -175,19 +180,43 @@ class _NextSession:
     grow: tuple[int, ...]  # channels the session adds to each layer
 
 
+def _new_config(options: EncodeOptions, preset_name: str, height: int, width: int) -> Any:
+    """The model of a new archive: the preset at the chosen quality, then any model overrides."""
+    quality = DEFAULT_QUALITY if options.quality is None else options.quality
+    preset = scaled_preset(get_preset(preset_name), options.width_scale * quality_width(quality))
+    try:
+        return replace(preset.model_config(height, width), **options.model)
+    except TypeError as exc:
+        raise ConfigError(f"unknown model setting: {exc}") from None
+
+
+def _preflight(archive: Path, video: Path, options: EncodeOptions, height: int, width: int) -> None:
+    """Every check that needs no training, before the lock is taken: settings in range (for the
+    archive's preset), a known coder, and a working size the metrics can measure."""
+    if archive.exists():
+        header = read_archive(archive).header
+        config, _ = parse_header(header, archive)
+        preset_name = str(header.get("preset", "cpu"))
+    else:
+        preset_name = options.preset or "cpu"
+        get_preset(preset_name)
+        config = _new_config(options, preset_name, height, width)
+        get_coder(options.coder or DEFAULT_CODER)
+    train_settings(options, preset_name)
+    if min(config.height, config.width) < MS_SSIM_WINDOW:
+        raise InputError(
+            f"{video.name} is {width}x{height}: its working size {config.width}x{config.height} "
+            f"is under {MS_SSIM_WINDOW} pixels a side; pfnr needs larger frames"
+        )
+
+
 def _next_session(
     archive: Path, options: EncodeOptions, height: int, width: int, device: torch.device
 ) -> _NextSession:
     """Open `archive` (or plan a new one) and lay out the network of its next session."""
     if not archive.exists():
         preset_name = options.preset or "cpu"
-        quality = DEFAULT_QUALITY if options.quality is None else options.quality
-        scale = options.width_scale * quality_width(quality)
-        preset = scaled_preset(get_preset(preset_name), scale)
-        try:
-            config = replace(preset.model_config(height, width), **options.model)
-        except TypeError as exc:
-            raise ConfigError(f"unknown model setting: {exc}") from None
+        config = _new_config(options, preset_name, height, width)
         coder = options.coder or DEFAULT_CODER
         get_coder(coder)
         settings = train_settings(options, preset_name)
@@ -245,6 +274,7 @@ def encode_video(
         quality_width(options.quality)  # a bad level fails before anything is read or locked
     frames, info = read_video(video, options.frames)
     device = resolve_device(options.device)
+    _preflight(archive, video, options, info.height, info.width)
     start = time.monotonic()
     with archive_lock(archive, wait=options.lock_wait):
         nxt = _next_session(archive, options, info.height, info.width, device)
@@ -293,9 +323,27 @@ def encode_video(
         meta["encode_seconds"] = round(time.monotonic() - start, 3)
         SessionMeta.from_dict(meta, "new session meta")  # what readers will check
         contents = append_session(archive, header, SessionChunk(meta, streams), count)
-    return _session_report(
+    report = _session_report(
         count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
     )
+    return replace(report, notes=_budget_notes(settings, fit.epochs))
+
+
+def _budget_notes(settings: TrainSettings, epochs: int) -> tuple[str, ...]:
+    """Say when the time cap cut an epoch budget short, and when a session got very few epochs."""
+    notes = []
+    timed_out = settings.minutes is not None and epochs < settings.epochs
+    if timed_out and settings.epochs < TIME_BUDGET_EPOCHS:
+        notes.append(
+            f"the {settings.minutes:g}-minute cap ended training after {epochs} of "
+            f"{settings.epochs} epochs (--minutes sets the budget)"
+        )
+    if epochs < min(FEW_EPOCHS, settings.epochs):
+        notes.append(
+            f"only {epochs} epochs ran: quality is far below what this preset reaches; give "
+            "more --minutes (or a faster device)"
+        )
+    return tuple(notes)
 
 
 def _session_report(

@@ -293,6 +293,8 @@ def encode(
             except BaseException:
                 bars.discard()
                 raise
+            for note in [] if quiet else reports[-1].notes:
+                err.print(f"[yellow]note:[/] {video.name}: {note}", highlight=False)
     if json_out:
         print(json.dumps({"archive": str(archive), "sessions": [r.to_dict() for r in reports]}))
     else:

@@ -70,8 +70,8 @@ class TrainSettings:
             raise ConfigError(f"bits must be between 2 and 8, got {self.bits}")
         if self.epochs < 1 or self.batch_size < 1 or self.qat_epochs < 0:
             raise ConfigError("epochs and batch size must be >= 1, qat epochs >= 0")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"minutes must be positive, got {self.minutes}")
+        if self.minutes is not None and not 0 < self.minutes < math.inf:
+            raise ConfigError(f"minutes must be positive and finite, got {self.minutes}")
         if not 0.0 < self.mask_settle <= 1.0:
             raise ConfigError(f"mask settle must be in (0, 1], got {self.mask_settle}")
         if not self.learning_rate > 0 or not self.latent_learning_rate > 0:

@@ -7,11 +7,20 @@ import shutil
 import numpy as np
 import pytest
 
-from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+from pfnr_codec.api import (
+    TIME_BUDGET_EPOCHS,
+    EncodeOptions,
+    _budget_notes,
+    decode_session,
+    encode_video,
+    inspect_archive,
+    train_settings,
+)
 from pfnr_codec.container import read_archive
 from pfnr_codec.errors import ArchiveError, ConfigError, InputError, UsageError
 from pfnr_codec.metrics import psnr
-from pfnr_codec.video import read_video, resize_frames
+from pfnr_codec.train import TrainSettings
+from pfnr_codec.video import read_video, resize_frames, write_video
 
 
 def test_session_one_decodes_identically_after_session_two(two_sessions):
@@ -132,3 +141,40 @@ def test_a_real_clip_end_to_end(tmp_path):
     assert result.matches_encode is True
     assert result.frames.shape == (8, 144, 176, 3)
     assert np.isfinite(result.psnr)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "fragment"),
+    [
+        (EncodeOptions(preset="tiny", minutes=float("nan")), ConfigError, "minutes"),
+        (EncodeOptions(preset="tiny", minutes=float("inf")), ConfigError, "minutes"),
+        (EncodeOptions(preset="tiny", bits=1), ConfigError, "bits"),
+        (EncodeOptions(preset="tiny", coder="zip"), ConfigError, "coder"),
+    ],
+)
+def test_bad_settings_are_refused_before_the_lock(clips, tmp_path, options, error, fragment):
+    archive = tmp_path / "never.pfnr"
+    with pytest.raises(error, match=fragment):
+        encode_video(archive, clips[0], options)
+    assert list(tmp_path.iterdir()) == []  # no archive, no lock, no temporary file
+
+
+def test_a_video_too_small_to_measure_is_refused_before_training(tmp_path):
+    video = tmp_path / "dots.mkv"
+    write_video(np.full((3, 2, 2, 3), 128, np.uint8), video, fps=25)
+    archive = tmp_path / "never.pfnr"
+    with pytest.raises(InputError, match="larger frames"):
+        encode_video(archive, video, EncodeOptions(preset="tiny", epochs=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dots.mkv"]
+
+
+def test_minutes_alone_set_the_budget_and_a_cut_budget_is_reported():
+    settings = train_settings(EncodeOptions(minutes=0.25), "tiny")
+    assert settings.epochs == TIME_BUDGET_EPOCHS and settings.minutes == 0.25
+    assert train_settings(EncodeOptions(minutes=1, epochs=7), "tiny").epochs == 7
+    assert train_settings(EncodeOptions(), "tiny").epochs == 40  # the preset's cap
+    cut = _budget_notes(TrainSettings(epochs=300, minutes=2.0), epochs=120)
+    assert len(cut) == 1 and "2-minute cap ended training after 120 of 300" in cut[0]
+    few = _budget_notes(TrainSettings(epochs=TIME_BUDGET_EPOCHS, minutes=0.5), epochs=3)
+    assert len(few) == 1 and "only 3 epochs" in few[0]
+    assert _budget_notes(TrainSettings(epochs=40), epochs=40) == ()
