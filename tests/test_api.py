@@ -178,3 +178,22 @@ def test_minutes_alone_set_the_budget_and_a_cut_budget_is_reported():
     few = _budget_notes(TrainSettings(epochs=TIME_BUDGET_EPOCHS, minutes=0.5), epochs=3)
     assert len(few) == 1 and "only 3 epochs" in few[0]
     assert _budget_notes(TrainSettings(epochs=40), epochs=40) == ()
+
+
+def test_the_notebook_api_takes_arrays_and_paths(clips, tmp_path):
+    import pfnr_codec
+
+    frames, info = read_video(clips[0])
+    archive = tmp_path / "notebook.pfnr"
+    from_array = pfnr_codec.encode(frames, archive, fps=info.fps, preset="tiny", epochs=2)
+    from_file = pfnr_codec.encode(clips[0], tmp_path / "file.pfnr", preset="tiny", epochs=2)
+    assert from_array.name == "array" and from_array.frames == frames.shape[0]
+    decoded = pfnr_codec.decode(archive, 1, size="working").frames
+    assert (
+        decoded.tobytes()
+        == pfnr_codec.decode(tmp_path / "file.pfnr", 1, size="working").frames.tobytes()
+    )
+    assert pfnr_codec.info(archive).sessions[0].source == "array.mkv"
+    assert from_array.psnr == from_file.psnr
+    with pytest.raises(ConfigError, match="minutse"):
+        pfnr_codec.encode(frames, archive, minutse=1)
