@@ -189,6 +189,8 @@ class _Bars:
         # Measured on the float weights during training; the final table's PSNR is the decoded one.
         label = "train PSNR" if p.phase == "train" else "fine-tune PSNR"
         note = f"{label} {p.psnr:6.2f} dB  lr {p.learning_rate:.1e}"
+        if p.estimated_bytes is not None:
+            note += f"  ~{p.estimated_bytes / 1000:,.0f} kB"
         if p.recoveries:
             note += f"  recovered x{p.recoveries}"
         if p.epoch >= p.epochs:

@@ -96,6 +96,9 @@ class Progress:
     learning_rate: float
     eta_seconds: float
     recoveries: int
+    # The rate model's estimate of the weights and latents the session will store, once its
+    # weights train through their quantized values (None before, and without a rate model).
+    estimated_bytes: float | None = None
 
 
 @dataclass
@@ -201,6 +204,7 @@ class _Trainer:
     ) -> None:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
         self.rate = rate
+        self.estimated_bits: Tensor | None = None  # the last step's whole-session estimate
         self.rate_factor = rate_weight(
             frames[0].numel() // 3 * frames.shape[0], settings.rate_lambda
         )
@@ -243,6 +247,7 @@ class _Trainer:
             bits = self.rate.latent_bits(self.head)
             if weights_quantized and self.masks is not None:
                 bits = bits + self.rate.weight_bits(self.model, self.masks)
+                self.estimated_bits = bits.detach()
             loss = loss + self.rate_factor * bits
         return loss
 
@@ -343,6 +348,7 @@ class _Trainer:
                 lr,
                 elapsed / epoch * (epochs - epoch),
                 self.recoveries,
+                None if self.estimated_bits is None else float(self.estimated_bits) / 8,
             )
             self.history.append(record)
             if on_progress is not None:

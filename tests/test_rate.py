@@ -79,3 +79,22 @@ def test_a_latent_session_round_trips_through_its_streams_exactly():
         assert torch.equal(grid.values, torch.round(grid.values))  # integers, as stored
     from_file = render_frames(fresh, session_weights(fresh, masks), head)
     assert from_file.tobytes() == in_memory.tobytes()
+
+
+def test_the_size_shown_while_training_is_near_the_stored_size():
+    """Progress carries the rate model's estimate once weights train quantized; it lands within
+    a third of the weight and latent streams the session then stores."""
+    torch.manual_seed(0)
+    model = PFNR(CONFIG)
+    clip = synthetic_tensor(8, CONFIG.height, CONFIG.width, seed=7)
+    settings = TrainSettings(**{**PRESETS["tiny"].train, "epochs": 12})
+    fit = fit_session(model, clip, settings, session_seed=1)
+    assert fit.history[0].estimated_bytes is None  # weights are not quantized yet
+    estimate = fit.history[-1].estimated_bytes
+    streams = pack_session(fit, CODER)
+    stored = sum(
+        len(data)
+        for name, data in streams.items()
+        if name.startswith("latent/") or name.endswith("/codes")
+    )
+    assert estimate is not None and abs(estimate - stored) < stored / 3, (estimate, stored)
