@@ -100,6 +100,7 @@ class DecodeResult:
     matches_encode: bool | None  # decoded bytes equal the ones fingerprinted at encode time
     psnr: float | None = None
     ms_ssim: float | None = None
+    warnings: tuple[str, ...] = ()  # e.g. a reference that does not look like the source
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -373,11 +374,20 @@ def _session_report(
 
 def _reference_frames(
     reference: Path, meta: SessionMeta, start: int, end: int, height: int, width: int
-) -> np.ndarray:
-    """The source frames a decoded range corresponds to, at the decoded size."""
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The source frames a decoded range corresponds to, at the decoded size, and warnings when
+    the reference does not look like the session's source (another size and another name)."""
     offset = meta.source_frames[0] if meta.source_frames else 0
-    frames, _ = read_video(reference, (offset + start, offset + end))
-    return resize_frames(frames, height, width)
+    frames, info = read_video(reference, (offset + start, offset + end))
+    warnings = []
+    size = (info.height, info.width)
+    if meta.original_size is not None and size != tuple(meta.original_size):
+        source = f"the session's source {meta.source!r}" if meta.source else "the session's source"
+        warnings.append(
+            f"--reference {reference.name} is {size[1]}x{size[0]} but {source} was "
+            f"{meta.original_size[1]}x{meta.original_size[0]}: PSNR compares different videos"
+        )
+    return resize_frames(frames, height, width), tuple(warnings)
 
 
 def _check_fingerprint(
@@ -474,7 +484,9 @@ def decode_session(
         matches_encode=matches,
     )
     if reference is not None:
-        ref = _reference_frames(reference, meta, start, end, out.shape[1], out.shape[2])
+        ref, result.warnings = _reference_frames(
+            reference, meta, start, end, out.shape[1], out.shape[2]
+        )
         result.psnr, result.ms_ssim = psnr(out, ref), ms_ssim(out, ref)
     return result
 

@@ -379,6 +379,8 @@ def decode(
     report.print(table)
     if not quiet:
         report.print("fps: decoded frames per second; PSNR, MS-SSIM: against --reference")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     height, width = result.frames.shape[1:3]
     is_mp4 = Path(written).suffix.lower() in (".mp4", ".mov")
     if is_mp4 and padded_for(pix_fmt.value, height, width) != (height, width) and not quiet:

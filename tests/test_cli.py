@@ -344,3 +344,14 @@ def test_usage_conventions():
     assert bad.returncode == 2 and "--frames" in bad.stderr and "Traceback" not in bad.stderr
     assert "cpu-time" in pfnr("encode", "-h").stdout  # choices are listed
     one_line_error(pfnr("decode", "-s", "1", "--device", "cuda:x"), 2, "cuda:N")
+
+
+def test_a_reference_of_another_size_is_warned_about(encoded, clips, tmp_path):
+    args = ("decode", "-a", encoded["archive"], "-s", "1", "-o", tmp_path / "s1.y4m", "-y")
+    args += ("--frames", "0:5")  # clip 3 is shorter than session 1
+    right = pfnr(*args, "--reference", clips[0])
+    assert right.returncode == 0 and "warning" not in right.stderr
+    wrong = pfnr(*args, "--reference", clips[2])  # 53x37, the session's source is 67x45
+    assert wrong.returncode == 0 and "warning" in wrong.stderr and "53x37" in wrong.stderr
+    record = json.loads(pfnr(*args, "--reference", clips[2], "--json").stdout)
+    assert len(record["warnings"]) == 1
