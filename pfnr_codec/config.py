@@ -323,6 +323,13 @@ _CPU_LATENT_MODEL = {
 # Latents start near the answer: a short warm-up and Adam's usual momentum (0.9) train them
 # faster than NeRV's 0.5 (bunny, 3 minutes: +0.4 dB at 20% fewer bits).
 _LATENT_TRAIN = {"adam_beta1": 0.9, "warmup": 0.1}
+# The frame-time family trains as pfnr 0.1 did: L1 + SSIM, no rate term, rounding at the end.
+_FRAME_TIME_TRAIN = {
+    "loss": "l1-ssim",
+    "rate_lambda": 0.0,
+    "mask_settle": 0.25,
+    "quantize_aware": False,
+}
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -385,10 +392,7 @@ PRESETS: dict[str, Preset] = {
             "epochs": 150,
             "learning_rate": 1.5e-2,
             "batch_size": 2,
-            "loss": "l1-ssim",
-            "rate_lambda": 0.0,
-            "mask_settle": 0.25,
-            "quantize_aware": False,
+            **_FRAME_TIME_TRAIN,
         },
     ),
     "paper": Preset(
@@ -409,10 +413,7 @@ PRESETS: dict[str, Preset] = {
             "epochs": 150,
             "learning_rate": 5e-4,
             "batch_size": 1,
-            "loss": "l1-ssim",
-            "rate_lambda": 0.0,
-            "mask_settle": 0.25,
-            "quantize_aware": False,
+            **_FRAME_TIME_TRAIN,
         },
     ),
 }
