@@ -94,7 +94,6 @@ class Progress:
     loss: float
     psnr: float
     learning_rate: float
-    eta_seconds: float
     recoveries: int
     # The rate model's estimate of the weights and latents the session will store, once its
     # weights train through their quantized values (None before, and without a rate model).
@@ -120,7 +119,6 @@ class SessionFit:
     psnr_float: float
     epochs: int
     recoveries: int
-    seconds: float
     history: list[Progress] = field(default_factory=list)
 
 
@@ -346,7 +344,6 @@ class _Trainer:
                 loss_sum / n,
                 psnr,
                 lr,
-                elapsed / epoch * (epochs - epoch),
                 self.recoveries,
                 None if self.estimated_bits is None else float(self.estimated_bits) / 8,
             )
@@ -396,7 +393,6 @@ def fit_session(
     on_progress: ProgressCallback | None = None,
 ) -> SessionFit:
     """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`."""
-    start = time.monotonic()
     head = begin_session(model, settings, session_seed, frames)
     rate = RateModel(model, head, settings.bits)
     trainer = _Trainer(model, head, frames, settings, rate)
@@ -463,7 +459,6 @@ def fit_session(
         psnr_float=psnr,
         epochs=sum(1 for p in trainer.history if p.phase == "train"),
         recoveries=trainer.recoveries,
-        seconds=time.monotonic() - start,
         history=trainer.history,
     )
 

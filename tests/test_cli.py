@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pfnr_codec.cli import app, main
-from pfnr_codec.video import read_video, resize_frames
+from pfnr_codec.video import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,12 +241,6 @@ def test_the_launcher_runs_the_cli(encoded):
     )
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)["sessions"]) == 2
-
-
-def test_working_size_resizing_of_reference_matches(encoded, clips):
-    info = json.loads(pfnr("info", encoded["archive"], "--json").stdout)
-    source, _ = read_video(clips[0])
-    assert resize_frames(source, *info["working_size"]).shape[1:3] == tuple(info["working_size"])
 
 
 def pfnr_piped(*args: str, stdin: bytes = b"", columns: int = 80) -> subprocess.CompletedProcess:
