@@ -298,15 +298,36 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temp files beside `target` left by writers that were killed (their pid is gone).
+    Writers hold the archive lock, so no live writer's temp file is touched."""
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = stale.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            with suppress(OSError):
+                stale.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is not ours to signal
+        return True
+    return True
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync it, rename it over `path`, fsync the dir.
 
     A symlinked `path` keeps its link: the file it points to is replaced.
     Until the rename the old file is untouched; after it, the new one is complete. On any failure
     (including KeyboardInterrupt) the temp file is removed; after kill -9 it may remain, named
-    `.<name>.<pid>.<random>.tmp`, and is never read.
+    `.<name>.<pid>.<random>.tmp`, is never read, and the next write removes it.
     """
     target = path.resolve()  # through a symlink: replace the file it names, not the link
+    _remove_stale_temps(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         mode = target.stat().st_mode & 0o777 if target.exists() else 0o644

@@ -267,6 +267,11 @@ def test_kill_during_append_leaves_old_archive(tmp_path: Path, stage: str) -> No
         child.wait()
     assert path.read_bytes() == before
     assert len(read_archive(path).sessions) == 2
+    # The killed writer's temp file goes with the next write; a live writer's would stay.
+    live = tmp_path / f".a.pfnr.{os.getpid()}.0000.tmp"
+    live.write_bytes(b"busy")
+    write_archive(path, HEADER, _sessions())
+    assert [name for name in _listing(tmp_path) if name.endswith(".tmp")] == [live.name]
 
 
 def test_lock_excludes_a_second_locker(tmp_path: Path) -> None:
