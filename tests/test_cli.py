@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pfnr_codec.cli import app, main
+from pfnr_codec.container import lock_path_of
 from pfnr_codec.video import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,9 +215,16 @@ def test_ctrl_c_during_encode_leaves_the_archive_as_it_was(encoded, clips, tmp_p
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(6)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        # Interrupt training, not start-up: the lock is taken once the input is read and checked.
+        deadline = time.monotonic() + 240
+        while not lock_path_of(archive).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never leave a training process behind a failed test
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted" in stderr
     assert archive.read_bytes() == before
