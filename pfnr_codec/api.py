@@ -327,7 +327,10 @@ def encode_video(
     report = _session_report(
         count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
     )
-    return replace(report, notes=_budget_notes(settings, fit.epochs))
+    notes = _budget_notes(settings, fit.epochs)
+    if info.bit_depth > 8:
+        notes += (f"the source has {info.bit_depth}-bit samples; pfnr codes 8-bit RGB",)
+    return replace(report, notes=notes)
 
 
 def _budget_notes(settings: TrainSettings, epochs: int) -> tuple[str, ...]:

@@ -55,6 +55,7 @@ class VideoInfo:
     fps: float
     frame_count: int
     codec: str
+    bit_depth: int = 8  # bits per sample of the source; frames are read as 8-bit RGB
 
 
 # ---------------------------------------------------------------------------------------- reading
@@ -158,7 +159,8 @@ def _stream_info(path: Path, stream: av.video.stream.VideoStream, count: int) ->
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else FOLDER_FPS
     cc = stream.codec_context
-    return VideoInfo(str(path), cc.width, cc.height, fps, count, cc.name)
+    depth = max((c.bits for c in cc.format.components), default=8) if cc.format else 8
+    return VideoInfo(str(path), cc.width, cc.height, fps, count, cc.name, depth)
 
 
 def _span(start: int, end: int | None) -> str:

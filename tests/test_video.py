@@ -287,3 +287,12 @@ def test_shipped_samples() -> None:
         assert (info.fps, info.codec) == (25.0, "h264")
         assert (samples / name).stat().st_size < 500_000
         assert 10 < frames.mean() < 245 and frames.std() > 10  # real pictures, not blank
+
+
+def test_the_source_bit_depth_is_reported(tmp_path: Path, clip: np.ndarray) -> None:
+    """A 10-bit source is read as 8-bit RGB; its depth is kept so encode can say so."""
+    even = smooth_clip(h=32, w=48)
+    av_write(tmp_path / "ten.mkv", even, "ffv1", "yuv420p10le", "matroska")
+    frames, info = read_video(tmp_path / "ten.mkv")
+    assert info.bit_depth == 10 and frames.dtype == np.uint8
+    assert read_video(write_video(clip, tmp_path / "eight.mkv", 25))[1].bit_depth == 8
