@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +14,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from benchmarks.common import Record  # noqa: E402
 
-METRICS = {"psnr": "RGB PSNR (dB)", "ms_ssim": "MS-SSIM"}
+METRICS = {"psnr": "RGB PSNR (dB)", "ms_ssim": "MS-SSIM (dB): -10 log10(1 - MS-SSIM)"}
+
+
+def _value(record: Record, metric: str) -> float:
+    """The plotted value: MS-SSIM in dB, where differences near 1 stay visible."""
+    value = getattr(record, metric)
+    if metric == "ms_ssim":
+        return -10 * math.log10(max(1e-10, 1 - value))
+    return value
+
+
+def _legend(label: str, points: Sequence[Record]) -> str:
+    """pfnr's curve names its training budget: the figure means nothing without it."""
+    minutes = {p.settings.get("minutes") for p in points} - {None}
+    if label.startswith("pfnr") and len(minutes) == 1:
+        return f"{label} ({minutes.pop():g} min training per point)"
+    return label
 
 
 def _style(label: str) -> dict:
@@ -41,8 +58,8 @@ def plot_rd(
             points.sort(key=lambda r: r.bpp)
             ax.plot(
                 [p.bpp for p in points],
-                [getattr(p, metric) for p in points],
-                label=label,
+                [_value(p, metric) for p in points],
+                label=_legend(label, points),
                 **_style(label),
             )
         first = next(r for r in records if r.clip == clip)
