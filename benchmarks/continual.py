@@ -174,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for m in matrices:
         sections += [f"## {m.method}: PSNR of session i after session j", m.table()]
+    from benchmarks.plot import plot_matrices
+
+    heat_map = plot_matrices(matrices, args.out / f"{stem}.png")
+    sections.append(f"![PSNR matrices]({heat_map.name})")
     write_markdown(args.out / f"{stem}.md", f"pfnr continual coding ({stem})", machine, sections)
     shutil.rmtree(work, ignore_errors=True)
     print((args.out / f"{stem}.md").read_text())

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -75,5 +76,39 @@ def plot_rd(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_matrices(matrices: Sequence, path: Path) -> Path:
+    """The continual PSNR matrices as heat maps, one panel per method on one colour scale:
+    forgetting shows as a row that fades to the right."""
+    values = [m.psnr for m in matrices]
+    finite = [v[np.isfinite(v)] for v in values]
+    lo = min(float(f.min()) for f in finite if f.size)
+    hi = max(float(f.max()) for f in finite if f.size)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.2 * len(matrices), 3.8), squeeze=False)
+    for ax, matrix in zip(axes.flat, matrices, strict=True):
+        n = len(matrix.names)
+        image = ax.imshow(matrix.psnr, vmin=lo, vmax=hi, cmap="viridis")
+        for i in range(n):
+            for j in range(n):
+                if np.isfinite(matrix.psnr[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{matrix.psnr[i, j]:.1f}",
+                        ha="center",
+                        va="center",
+                        color="white" if matrix.psnr[i, j] < (lo + hi) / 2 else "black",
+                    )
+        ax.set_xticks(range(n), [f"after {j + 1}" for j in range(n)], fontsize=7)
+        ax.set_yticks(
+            range(n), [f"{i + 1}: {name}" for i, name in enumerate(matrix.names)], fontsize=7
+        )
+        ax.set_title(f"{matrix.method}\n{matrix.bytes[-1]:,} bytes", fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="PSNR (dB)", shrink=0.8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
