@@ -103,9 +103,9 @@ def plot_matrices(matrices: Sequence, path: Path) -> Path:
                         color="white" if matrix.psnr[i, j] < (lo + hi) / 2 else "black",
                     )
         ax.set_xticks(range(n), [f"after {j + 1}" for j in range(n)], fontsize=7)
-        ax.set_yticks(
-            range(n), [f"{i + 1}: {name}" for i, name in enumerate(matrix.names)], fontsize=7
-        )
+        first = ax is axes.flat[0]  # session names once, at the left
+        rows = [f"{i + 1}: {name}" if first else str(i + 1) for i, name in enumerate(matrix.names)]
+        ax.set_yticks(range(n), rows, fontsize=7)
         ax.set_title(f"{matrix.method}\n{matrix.bytes[-1]:,} bytes", fontsize=9)
     fig.colorbar(image, ax=axes.ravel().tolist(), label="PSNR (dB)", shrink=0.8)
     path.parent.mkdir(parents=True, exist_ok=True)
