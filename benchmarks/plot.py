@@ -112,3 +112,29 @@ def plot_matrices(matrices: Sequence, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_side_by_side(
+    source: np.ndarray, decoded: np.ndarray, path: Path, title: str, crop: int = 96
+) -> Path:
+    """A source frame beside its decode, whole and as a `crop`-pixel detail at the centre
+    (where blur or ringing shows), uint8 (H, W, 3) each."""
+    h, w = source.shape[:2]
+    y, x = max(0, h // 2 - crop // 2), max(0, w // 2 - crop // 2)
+    panels = [
+        ("source", source),
+        ("pfnr", decoded),
+        ("source, detail", source[y : y + crop, x : x + crop]),
+        ("pfnr, detail", decoded[y : y + crop, x : x + crop]),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(9, 9 * h / w / 2 + 2.2))
+    for ax, (label, image) in zip(axes.flat, panels, strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
