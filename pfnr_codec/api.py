@@ -200,7 +200,6 @@ def _preflight(archive: Path, video: Path, options: EncodeOptions, height: int, 
         preset_name = str(header.get("preset", "cpu"))
     else:
         preset_name = options.preset or "cpu"
-        get_preset(preset_name)
         config = _new_config(options, preset_name, height, width)
         get_coder(options.coder or DEFAULT_CODER)
     train_settings(options, preset_name)

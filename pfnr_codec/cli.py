@@ -26,6 +26,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from . import __version__
+from .coders import CODERS
+from .config import PRESETS
 from .errors import InputError, PfnrError, UsageError
 
 app = typer.Typer(
@@ -52,16 +54,9 @@ def _console(stderr: bool) -> Console:
 out, err = _console(stderr=False), _console(stderr=True)
 
 
-class PresetChoice(StrEnum):
-    cpu = "cpu"
-    cpu_time = "cpu-time"
-    paper = "paper"
-    tiny = "tiny"
-
-
-class CoderChoice(StrEnum):
-    constriction = "constriction"
-    torchac = "torchac"
+# Choices come from the registries themselves, so --help lists exactly what exists.
+PresetChoice = StrEnum("PresetChoice", {name: name for name in PRESETS})
+CoderChoice = StrEnum("CoderChoice", {name: name for name in CODERS})
 
 
 class SizeChoice(StrEnum):

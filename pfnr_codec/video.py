@@ -450,9 +450,9 @@ def _write_h264(
 ) -> None:
     if pix_fmt not in ("yuv444p", "yuv420p"):
         raise InputError(f"H.264 pix_fmt must be yuv444p or yuv420p, got {pix_fmt}")
-    if pix_fmt == "yuv420p":  # 4:2:0 needs even sizes: repeat the last row / column
-        pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
-        frames = np.pad(frames, pad, mode="edge")
+    height, width = padded_for(pix_fmt, *frames.shape[1:3])  # repeat the last row / column
+    pad = ((0, 0), (0, height - frames.shape[1]), (0, width - frames.shape[2]), (0, 0))
+    frames = np.pad(frames, pad, mode="edge")
     _encode_stream(frames, tmp, fmt, "libx264", fps, pix_fmt, {"crf": str(crf)})
 
 
