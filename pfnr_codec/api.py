@@ -18,7 +18,16 @@ import torch
 
 from .archive import LoadedArchive, load_archive, new_header, parse_header
 from .bitstream import pack_session, stream_category
-from .config import DEFAULT_QUALITY, get_preset, quality_width, scaled_preset
+from .config import (
+    DEFAULT_QUALITY,
+    DEFAULT_RATE_LAMBDA,
+    check_quality,
+    get_preset,
+    quality_lambda,
+    quality_width,
+    scaled_preset,
+    trains_against_rate,
+)
 from .container import SessionChunk, append_session, archive_lock, read_archive
 from .entropy import DEFAULT_CODER, get_coder
 from .errors import ArchiveError, ConfigError, InputError, UsageError
@@ -35,8 +44,8 @@ SEED_STRIDE = 1_000_003  # session k of seed s trains from seed s * SEED_STRIDE 
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    """How to encode one video. `preset`, `coder`, `quality`, `width_scale` and `model` apply
-    to new archives only."""
+    """How to encode one video. `preset`, `coder`, `width_scale` and `model` apply to new
+    archives only; so does `quality` in a family without a rate term (where it sets widths)."""
 
     preset: str | None = None
     capacity: float | None = None
@@ -54,7 +63,7 @@ class EncodeOptions:
     learning_rate: float | None = None
     loss: str | None = None  # None: the preset's
     growth: float | None = None  # None: the preset's
-    quality: int | None = None  # 1..7 (config.quality_width); None: 4
+    quality: int | None = None  # 1..7 (config.quality_lambda / quality_width); None: 4
     width_scale: float = 1.0  # times the quality's width (benchmarks size baselines with it)
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields for a new archive
     lock_wait: float = 0.0
@@ -149,12 +158,24 @@ def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
         "growth": options.growth,
         "minutes": options.minutes,
     }
-    values = dict(get_preset(preset_name).train)
+    preset = get_preset(preset_name)
+    values = dict(preset.train)
+    if options.quality is not None and trains_against_rate(preset):
+        base = values.get("rate_lambda", DEFAULT_RATE_LAMBDA)
+        values["rate_lambda"] = quality_lambda(options.quality, base)
     values.update({k: v for k, v in chosen.items() if v is not None})
     if options.minutes is not None and options.epochs is None:
         values["epochs"] = TIME_BUDGET_EPOCHS  # --minutes is the budget: the time decides
     values.update(qat_epochs=options.qat_epochs, seed=options.seed)
     return TrainSettings(**values)
+
+
+def _session_quality(options: EncodeOptions, preset_name: str) -> int | None:
+    """The quality level a session of a rate-trained family was encoded at (None elsewhere:
+    there the level is a property of the archive's widths)."""
+    if not trains_against_rate(get_preset(preset_name)) or options.rate_lambda is not None:
+        return None
+    return DEFAULT_QUALITY if options.quality is None else options.quality
 
 
 def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
@@ -182,9 +203,12 @@ class _NextSession:
 
 
 def _new_config(options: EncodeOptions, preset_name: str, height: int, width: int) -> Any:
-    """The model of a new archive: the preset at the chosen quality, then any model overrides."""
+    """The model of a new archive: the preset (at the chosen quality's widths in a family without
+    a rate term), then any model overrides."""
+    preset = get_preset(preset_name)
     quality = DEFAULT_QUALITY if options.quality is None else options.quality
-    preset = scaled_preset(get_preset(preset_name), options.width_scale * quality_width(quality))
+    widths = quality_width(DEFAULT_QUALITY if trains_against_rate(preset) else quality)
+    preset = scaled_preset(preset, options.width_scale * widths)
     try:
         return replace(preset.model_config(height, width), **options.model)
     except TypeError as exc:
@@ -227,9 +251,12 @@ def _next_session(
     preset_name = str(loaded.header.get("preset", "cpu"))
     _check_same(options.preset, preset_name, "preset", archive)
     _check_same(options.coder, loaded.header["coder"], "coder", archive)
-    if options.width_scale != 1.0 or options.model or options.quality is not None:
+    if options.width_scale != 1.0 or options.model:
+        raise ConfigError(f"{archive} exists: model settings apply to new archives only")
+    if options.quality is not None and not trains_against_rate(get_preset(preset_name)):
         raise ConfigError(
-            f"{archive} exists: --quality and model settings apply to new archives only"
+            f"{archive} exists: in preset {preset_name!r} --quality sets network widths, which "
+            "apply to new archives only"
         )
     settings = train_settings(options, preset_name)
     grow = _growth(loaded, settings, archive)
@@ -271,7 +298,7 @@ def encode_video(
 ) -> SessionReport:
     """Fit `video` as the next session of `archive` (created if missing) and append it atomically."""
     if options.quality is not None:
-        quality_width(options.quality)  # a bad level fails before anything is read or locked
+        check_quality(options.quality)  # a bad level fails before anything is read or locked
     frames, info = read_video(video, options.frames)
     device = resolve_device(options.device)
     _preflight(archive, video, options, info.height, info.width)
@@ -304,6 +331,8 @@ def encode_video(
             "original_size": [info.height, info.width],
             "capacity": settings.capacity,
             "bits": settings.bits,
+            "quality": _session_quality(options, nxt.preset),
+            "rate_lambda": settings.rate_lambda,
             "grow": list(nxt.grow),
             "psnr": psnr(decoded, targets),
             "ms_ssim": ms_ssim(decoded, targets),

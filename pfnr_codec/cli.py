@@ -220,7 +220,8 @@ def encode(
             "--quality",
             min=1,
             max=7,
-            help="1..7 (new archives; default 4): each level up about doubles the bits.",
+            help="1..7 (default 4): each level up spends more bits; per session in cpu/tiny "
+            "(the rate term), new archives only in frame-time presets (widths).",
         ),
     ] = None,
     capacity: Annotated[

@@ -49,6 +49,8 @@ class SessionMeta:
     original_size: tuple[int, int] | None = None
     capacity: float | None = None
     bits: int | None = None
+    quality: int | None = None  # the level that set `rate_lambda` (families with a rate term)
+    rate_lambda: float | None = None
     grow: tuple[int, ...] | None = None
     psnr: float | None = None
     ms_ssim: float | None = None
@@ -187,6 +189,8 @@ _CHECKS = {
     "original_size": _original_size,
     "capacity": _number(0.0, 1.0, open_low=True),
     "bits": _int_in(1, 16),
+    "quality": _optional(_int_in(1, 7)),
+    "rate_lambda": _optional(_number(0.0, 1e6)),
     "grow": _optional(_grow),
     "psnr": _optional(_number(-1000.0, 1000.0)),
     "ms_ssim": _optional(_number(-1.0, 1.0)),

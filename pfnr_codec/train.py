@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from .config import DEFAULT_RATE_LAMBDA
 from .errors import ConfigError
 from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
@@ -60,7 +61,7 @@ class TrainSettings:
     mask_settle: float = 0.3  # share of the main phase after which the session's mask is fixed
     quantize_aware: bool = True  # train through the quantized weights once the mask is fixed
     loss: str = "mse"
-    rate_lambda: float = 0.003  # weight of the estimated bits per pixel in the loss
+    rate_lambda: float = DEFAULT_RATE_LAMBDA  # weight of the estimated bits per pixel in the loss
     growth: float = 0.25  # share of the base widths a session adds when its network is full
 
     def __post_init__(self) -> None:

@@ -197,3 +197,31 @@ def test_the_notebook_api_takes_arrays_and_paths(clips, tmp_path):
     assert from_array.psnr == from_file.psnr
     with pytest.raises(ConfigError, match="minutse"):
         pfnr_codec.encode(frames, archive, minutse=1)
+
+
+def test_quality_moves_the_rate_term_per_session_where_the_family_has_one():
+    base = train_settings(EncodeOptions(), "cpu").rate_lambda
+    assert base > 0
+    lambdas = [train_settings(EncodeOptions(quality=q), "cpu").rate_lambda for q in range(1, 8)]
+    assert lambdas[3] == base and all(a > b for a, b in zip(lambdas, lambdas[1:], strict=False))
+    assert train_settings(EncodeOptions(quality=2, rate_lambda=0.5), "cpu").rate_lambda == 0.5
+    # Without a rate term, quality sets widths of a new archive and leaves training alone.
+    assert train_settings(EncodeOptions(quality=7), "cpu-time").rate_lambda == 0.0
+    with pytest.raises(ConfigError, match="quality"):
+        train_settings(EncodeOptions(quality=8), "cpu")
+
+
+def test_a_higher_quality_session_spends_more_bits_and_is_recorded(clips, tmp_path):
+    """Quality applies to each appended session; the levels are measured on the same clip and
+    network, and the meta says which level (and lambda) a session was trained at."""
+    archive = tmp_path / "levels.pfnr"
+    options = {"preset": "tiny", "epochs": 16}
+    low = encode_video(archive, clips[0], EncodeOptions(**options, quality=1))
+    high = encode_video(archive, clips[0], EncodeOptions(**options, quality=7))
+    sessions = read_archive(archive).sessions
+    assert [s.meta["quality"] for s in sessions] == [1, 7]
+    assert sessions[0].meta["rate_lambda"] > sessions[1].meta["rate_lambda"]
+    assert high.bytes > 1.2 * low.bytes, (low.bytes, high.bytes)
+    with pytest.raises(ConfigError, match="new archives only"):
+        encode_video(tmp_path / "t.pfnr", clips[0], EncodeOptions(preset="cpu-time", epochs=1))
+        encode_video(tmp_path / "t.pfnr", clips[1], EncodeOptions(quality=5, epochs=1))

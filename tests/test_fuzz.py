@@ -114,8 +114,8 @@ def _model_cases() -> list[tuple[str, str, Any, bool]]:
 
 def _meta_cases() -> list[tuple[str, str, Any, bool]]:
     """(id, key, value, expectation) for every session key (docs/FORMAT.md)."""
-    optional = {"grow", "psnr", "ms_ssim", "psnr_float", "encode_seconds"}  # null allowed
-    numbers = {"psnr", "psnr_float", "ms_ssim", "encode_seconds", "capacity", "fps"}
+    optional = {"grow", "psnr", "ms_ssim", "psnr_float", "encode_seconds", "quality", "rate_lambda"}
+    numbers = {"psnr", "psnr_float", "ms_ssim", "encode_seconds", "capacity", "fps", "rate_lambda"}
     cases = []
     for key in _CHECKS:
         for label, value in BAD_VALUES:
@@ -128,7 +128,7 @@ def _meta_cases() -> list[tuple[str, str, Any, bool]]:
                 allowed = True
             if key in ("fps", "capacity") and label in ("zero", "negative"):
                 allowed = False
-            if key == "encode_seconds" and label == "negative":
+            if key in ("encode_seconds", "rate_lambda") and label == "negative":
                 allowed = False
             if key in ("capacity", "ms_ssim") and label == "fraction":
                 allowed = False
