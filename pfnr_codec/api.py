@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import distributed
 from .archive import LoadedArchive, load_archive, new_header, parse_header
 from .bitstream import pack_session, stream_category
 from .config import (
@@ -30,7 +32,7 @@ from .config import (
 )
 from .container import SessionChunk, append_session, archive_lock, read_archive
 from .entropy import DEFAULT_CODER, get_coder
-from .errors import ArchiveError, ConfigError, InputError, UsageError
+from .errors import ArchiveError, ConfigError, DistributedError, InputError, UsageError
 from .growth import check_store_size, growth_for, layer_widths
 from .metrics import MS_SSIM_WINDOW, bpp, ms_ssim, psnr
 from .model import PFNR
@@ -61,6 +63,7 @@ class EncodeOptions:
     quantize_aware: bool | None = None  # None: the preset's
     rate_lambda: float | None = None  # None: the preset's
     learning_rate: float | None = None
+    batch_size: int | None = None  # frames per step of each process; None: the preset's
     loss: str | None = None  # None: the preset's
     growth: float | None = None  # None: the preset's
     quality: int | None = None  # 1..7 (config.quality_lambda / quality_width); None: 4
@@ -152,6 +155,7 @@ def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
         "bits": options.bits,
         "epochs": options.epochs,
         "learning_rate": options.learning_rate,
+        "batch_size": options.batch_size,
         "quantize_aware": options.quantize_aware,
         "rate_lambda": options.rate_lambda,
         "loss": options.loss,
@@ -295,23 +299,38 @@ def encode_video(
     video: Path,
     options: EncodeOptions,
     progress: Callable[[Progress], None] | None = None,
-) -> SessionReport:
-    """Fit `video` as the next session of `archive` (created if missing) and append it atomically."""
+) -> SessionReport | None:
+    """Fit `video` as the next session of `archive` (created if missing) and append it atomically.
+
+    Under torchrun every rank calls this; they train the session together, and rank 0 alone locks
+    and writes the archive and gets the report (the other ranks get None).
+    """
     if options.quality is not None:
         check_quality(options.quality)  # a bad level fails before anything is read or locked
+    world = distributed.world_from_env()
     frames, info = read_video(video, options.frames)
-    device = resolve_device(options.device)
+    device = distributed.rank_device(world, resolve_device(options.device))
     _preflight(archive, video, options, info.height, info.width)
+    distributed.join(world, device)
     start = time.monotonic()
-    with archive_lock(archive, wait=options.lock_wait):
+    with _encode_lock(archive, options.lock_wait, world):
         nxt = _next_session(archive, options, info.height, info.width, device)
         header, model, count, settings = nxt.header, nxt.model, nxt.count, nxt.settings
         config = model.config
         targets = resize_frames(frames, config.height, config.width)
-        target_tensor = frames_to_tensor(targets).to(device)
+        target_tensor = frames_to_tensor(targets)
+        if not world.active:  # ranks keep the frames in host memory and move batches
+            target_tensor = target_tensor.to(device)
         fit = fit_session(
-            model, target_tensor, settings, options.seed * SEED_STRIDE + count + 1, progress
+            model,
+            target_tensor,
+            settings,
+            options.seed * SEED_STRIDE + count + 1,
+            progress if world.is_main else None,
+            world,
         )
+        if not world.is_main:
+            return None
         masks = {name: t.mask for name, t in fit.tensors.items()}
         weights = session_weights(model, masks)
         decoded = render_frames(model, weights, fit.head)
@@ -359,6 +378,29 @@ def encode_video(
     if info.bit_depth > 8:
         notes += (f"the source has {info.bit_depth}-bit samples; pfnr codes 8-bit RGB",)
     return replace(report, notes=notes)
+
+
+@contextmanager
+def _encode_lock(archive: Path, wait: float, world: distributed.World) -> Iterator[None]:
+    """The archive's lock, held by rank 0 alone; the other ranks read the archive only once rank 0
+    holds it, and give up when rank 0 could not take it."""
+    if not world.active:
+        with archive_lock(archive, wait=wait):
+            yield
+        return
+    if not world.is_main:
+        if not distributed.from_main(world, 0):
+            raise DistributedError(f"rank 0 could not lock {archive}; it says why")
+        yield
+        return
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(archive_lock(archive, wait=wait))
+        except BaseException:
+            distributed.from_main(world, 0)
+            raise
+        distributed.from_main(world, 1)
+        yield
 
 
 def _budget_notes(settings: TrainSettings, epochs: int) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from rich.table import Table
 from . import __version__
 from .coders import CODERS
 from .config import PRESETS
-from .errors import InputError, PfnrError, UsageError
+from .errors import DistributedError, InputError, PfnrError, UsageError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -205,6 +206,21 @@ class _Bars:
             self.task = None
 
 
+def _stop_on_sigterm(main_rank: bool) -> None:
+    """torchrun stops every process when one fails: rank 0 says so in one line, the others quietly
+    exit (the archive is written only at the end, so it stays as it was)."""
+
+    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+        if not main_rank:
+            sys.exit(1)
+        raise DistributedError(
+            "torchrun stopped the encode (another training process failed or the run was "
+            "cancelled); archives left as they were"
+        )
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @app.command()
 def encode(
     videos: Annotated[
@@ -235,6 +251,9 @@ def encode(
     epochs: Annotated[int | None, typer.Option(help="Training epochs per session.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Training time budget per session.")] = None,
     frames: Annotated[str | None, typer.Option(help="Frame range START:END of each video.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Frames per training step of each process.")
+    ] = None,
     name: Annotated[list[str] | None, typer.Option(help="Session name (repeat per video).")] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
@@ -252,7 +271,9 @@ def encode(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Add one session per video to ARCHIVE (created if missing)."""
+    """Add one session per video to ARCHIVE (created if missing). Under torchrun every process
+    trains each session together; rank 0 writes the archive and alone shows progress and results."""
+    from . import distributed
     from .api import EncodeOptions, encode_video
 
     names = list(name or [])
@@ -260,8 +281,14 @@ def encode(
         raise typer.BadParameter(f"got {len(names)} --name for {len(videos)} videos")
     if videos.count(STDIO) > 1:
         raise UsageError("stdin ('-') can be read only once")
+    world = distributed.world_from_env()
+    if world.active:
+        if STDIO in videos:
+            raise UsageError("under torchrun every process reads the video: give a file, not '-'")
+        _stop_on_sigterm(world.is_main)
     existed = archive.exists()
     reports = []
+    quiet = quiet or not world.is_main
     bars = _Bars(quiet=quiet or (json_out and not err.is_terminal))
     with bars.progress:
         for i, video in enumerate(videos):
@@ -273,6 +300,7 @@ def encode(
                 bits=bits,
                 epochs=epochs,
                 minutes=minutes,
+                batch_size=batch_size,
                 frames=_range(frames),
                 name=names[i] if names else None,
                 device=device,
@@ -293,6 +321,9 @@ def encode(
                 raise
             for note in [] if quiet else reports[-1].notes:
                 err.print(f"[yellow]note:[/] {video.name}: {note}", highlight=False)
+    distributed.leave()
+    if not world.is_main:
+        return
     if json_out:
         print(json.dumps({"archive": str(archive), "sessions": [r.to_dict() for r in reports]}))
     else:

@@ -25,3 +25,7 @@ class UsageError(PfnrError):
     """A request that does not make sense for this archive (unknown session, ...)."""
 
     exit_code = 2
+
+
+class DistributedError(PfnrError):
+    """The processes of one torchrun encode disagree or lost each other."""

@@ -28,7 +28,9 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from . import distributed
 from .config import DEFAULT_RATE_LAMBDA
+from .distributed import SINGLE, World
 from .errors import ConfigError
 from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
@@ -190,6 +192,27 @@ def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
     return head.to(device)
 
 
+class _StepLoss(torch.nn.Module):
+    """One step's forward pass and loss as a module, so that DistributedDataParallel sees every
+    parameter the loss uses (the rate term's included) inside its forward."""
+
+    def __init__(self, trainer: _Trainer) -> None:
+        super().__init__()
+        self.model, self.head = trainer.model, trainer.head
+        self.rate = trainer.rate
+        self.trainer = trainer
+
+    def forward(
+        self,
+        indices: Tensor,
+        target: Tensor,
+        weights: Callable[[], dict[str, Tensor] | None],
+        quantized: bool,
+    ) -> tuple[Tensor, Tensor]:
+        output = self.model(indices, self.head, weights())
+        return output, self.trainer.loss(output, target, quantized)
+
+
 class _Trainer:
     """One training loop with rollback; shared by the main phase and the fine-tune phase."""
 
@@ -200,14 +223,16 @@ class _Trainer:
         frames: Tensor,
         settings: TrainSettings,
         rate: RateModel | None = None,
+        world: World = SINGLE,
     ) -> None:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
-        self.rate = rate
+        self.rate, self.world = rate, world
+        self.device = next(model.buffers()).device  # frames may stay in host memory
         self.estimated_bits: Tensor | None = None  # the last step's whole-session estimate
         self.rate_factor = rate_weight(
             frames[0].numel() // 3 * frames.shape[0], settings.rate_lambda
         )
-        self.indices = torch.arange(frames.shape[0], device=frames.device)
+        self.indices = torch.arange(frames.shape[0], device=self.device)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.recoveries = 0
         self.history: list[Progress] = []
@@ -253,15 +278,27 @@ class _Trainer:
     @torch.no_grad()
     def evaluate(self, weights: Callable[[], dict[str, Tensor] | None]) -> float:
         """Mean per-frame PSNR of the current state (as `metrics.psnr` reports decoded frames)."""
-        frames, n = self.frames, self.frames.shape[0]
+        n, batch, world = self.frames.shape[0], self.settings.batch_size, self.world
         total = 0.0
-        for lo in range(0, n, self.settings.batch_size):
-            indices = self.indices[lo : lo + self.settings.batch_size]
+        for lo in range(world.rank * batch, n, batch * world.size):  # each rank its own batches
+            indices = self.indices[lo : lo + batch]
             output = self.model(indices, self.head, weights())
-            target = frames[lo : lo + self.settings.batch_size]
+            target = self.frames[lo : lo + batch].to(self.device)
             per_frame = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
             total += sum(psnr_from_mse(float(mse)) for mse in per_frame)
+        total = distributed.all_sum(world, [total])[0]
         return total / n if math.isfinite(total) else -math.inf
+
+    def _batch(self, order: Tensor, step: int) -> Tensor:
+        """Frame indices this rank trains on at `step` of an epoch in `order`. A single process
+        takes the next `batch_size` frames; each of N ranks takes `batch_size` of the next
+        N x `batch_size` (wrapping around at the end, so every rank always has a full batch)."""
+        batch, world = self.settings.batch_size, self.world
+        if not world.active:
+            return order[step * batch : (step + 1) * batch]
+        start = (step * world.size + world.rank) * batch
+        positions = torch.arange(start, start + batch, device=order.device) % order.shape[0]
+        return order[positions]
 
     def run(self, phase: _Phase, on_progress: ProgressCallback | None) -> float:
         """Train the phase's params; leave the model in its last sound state and return its PSNR.
@@ -270,7 +307,7 @@ class _Trainer:
         has not collapsed; a collapse (non-finite loss, or a batch far below the best epoch) rolls
         back to the last sound state with a lower learning rate.
         """
-        frames, n = self.frames, self.frames.shape[0]
+        frames, n, world = self.frames, self.frames.shape[0], self.world
         epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
         groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
         optimizer = torch.optim.Adam(groups, betas=(self.settings.adam_beta1, 0.999))
@@ -281,7 +318,9 @@ class _Trainer:
         frame_best = np.full(n, -math.inf)
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         cap = epochs  # a time budget re-fits `epochs` below this after every epoch
-        steps_per_epoch = math.ceil(n / self.settings.batch_size)
+        steps_per_epoch = math.ceil(n / (self.settings.batch_size * world.size))
+        step_loss = _StepLoss(self)
+        forward = distributed.data_parallel(world, step_loss)
         quantized = phase.weights_quantized
         while epoch < epochs:
             if phase.settle_masks is not None and epoch >= phase.settle_masks * epochs:
@@ -290,25 +329,26 @@ class _Trainer:
                     weights, quantized = self.rate.quantized_weights(self.model, self.masks), True
                     # Earlier states have no steps: rolling back past this point would undo them.
                     sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
-            order = torch.randperm(n, generator=self.generator).to(frames.device)  # frame indices
+            order = torch.randperm(n, generator=self.generator).to(self.device)  # frame indices
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
-                idx = order[step * self.settings.batch_size : (step + 1) * self.settings.batch_size]
+                idx = self._batch(order, step)
+                target = frames[idx.to(frames.device)].to(self.device)
                 schedule = lr_scale * learning_rate_at(
                     (epoch + step / steps_per_epoch) / epochs, 1.0, phase.warmup
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = group["peak"] * schedule
                 lr = phase.learning_rate * schedule
-                output = self.model(idx, self.head, weights())
-                loss = self.loss(output, frames[idx], quantized)
-                per_frame = ((output.detach() - frames[idx]) ** 2).flatten(1).mean(1).tolist()
+                output, loss = forward(idx, target, weights, quantized)
+                per_frame = ((output.detach() - target) ** 2).flatten(1).mean(1).tolist()
                 mse = sum(per_frame) / len(per_frame)
                 batch_psnr = np.array([psnr_from_mse(m) for m in per_frame])
                 rows = idx.cpu().numpy()
-                if not math.isfinite(loss.item()) or np.mean(batch_psnr) < (
+                collapsed = not math.isfinite(loss.item()) or np.mean(batch_psnr) < (
                     np.mean(frame_best[rows]) - COLLAPSE_DROP_DB
-                ):
+                )
+                if distributed.any_rank(world, collapsed):  # every rank rolls back together
                     collapsed = True
                     break
                 frame_best[rows] = np.maximum(frame_best[rows], batch_psnr)
@@ -331,18 +371,21 @@ class _Trainer:
                 frame_best[:] = -math.inf
                 continue
             epoch += 1
-            psnr = psnr_from_mse(mse_sum / n)
+            loss_sum, mse_sum = distributed.all_sum(world, [loss_sum, mse_sum])
+            seen = steps_per_epoch * self.settings.batch_size * world.size if world.active else n
+            psnr = psnr_from_mse(mse_sum / seen)
             best_psnr = max(best_psnr, psnr)
             pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
             elapsed = time.monotonic() - start
             durations.append(elapsed - sum(durations))
-            if minutes is not None:
+            if minutes is not None:  # rank 0's clock decides for every rank
                 epochs = fit_epochs_to_budget(epoch, cap, durations, minutes * 60 - elapsed)
+                epochs = distributed.from_main(world, epochs)
             record = Progress(
                 phase.name,
                 epoch,
                 epochs,
-                loss_sum / n,
+                loss_sum / seen,
                 psnr,
                 lr,
                 self.recoveries,
@@ -392,11 +435,18 @@ def fit_session(
     settings: TrainSettings,
     session_seed: int,
     on_progress: ProgressCallback | None = None,
+    world: World = SINGLE,
 ) -> SessionFit:
-    """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`."""
+    """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`.
+
+    Under torchrun every rank calls this with the same network, frames and seed; each trains on
+    its share of every batch, and the ranks check that they hold the same network before and after.
+    `frames` may stay in host memory while the model runs on a GPU (batches move one at a time).
+    """
     head = begin_session(model, settings, session_seed, frames)
+    distributed.check_same_state(world, [model, head], "at the start of the session")
     rate = RateModel(model, head, settings.bits)
-    trainer = _Trainer(model, head, frames, settings, rate)
+    trainer = _Trainer(model, head, frames, settings, rate, world)
     layers = model.masked_weights()
     latents = [grid.values for grid in head.grids().values()]
     shared = [p for mw in layers.values() for p in (mw.weight, mw.score)]
@@ -454,6 +504,7 @@ def fit_session(
             mw.score.zero_()
         for grid in head.grids().values():
             grid.values.round_()  # what the archive stores, and what rendering reads
+    distributed.check_same_state(world, [model, head], "at the end of the session")
     return SessionFit(
         tensors=tensors,
         head=head,

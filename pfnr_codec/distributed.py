@@ -1,0 +1,171 @@
+"""One session trained by several processes: torchrun's environment, torch.distributed collectives.
+
+Under `torchrun --nproc-per-node N pfnr encode ...` every process (rank) builds the same network
+from the same archive and seed, trains on its share of each batch, and DistributedDataParallel
+averages the gradients (NCCL on CUDA, gloo on the CPU), so every rank holds the same weights after
+every step. What must agree beyond the gradients (a rollback after a collapse, the number of epochs
+a time budget allows, the epoch's PSNR) goes through the few collectives here. Only rank 0 takes
+the archive's lock, writes, and talks to the user. Without torchrun nothing here does anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+from torch import distributed as dist
+from torch import nn
+
+from .errors import DistributedError, PfnrError
+
+# A rank that waits longer than this for the others gives up (a stuck or killed peer).
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes training one session."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = World()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    if not value.isdigit():
+        raise DistributedError(f"${name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def world_from_env() -> World:
+    """The world torchrun describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK); a single
+    process when it describes none."""
+    size = _env_int("WORLD_SIZE", 1)
+    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if size < 1 or not 0 <= rank < size:
+        raise DistributedError(f"torchrun gave rank {rank} of a world of {size} processes")
+    return World(rank, size, local)
+
+
+def join(world: World, device: torch.device) -> None:
+    """Join the process group (once): NCCL when the ranks train on CUDA, gloo otherwise."""
+    if not world.active or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_device(world: World, device: torch.device) -> torch.device:
+    """Each rank of a CUDA run takes the GPU of its local rank (unless one was named)."""
+    if world.active and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def data_parallel(world: World, module: nn.Module) -> nn.Module:
+    """`module` whose gradients DistributedDataParallel averages over the ranks (itself when
+    alone). Parameters a step leaves unused (scores once masks are fixed, steps before the weights
+    are quantized) are allowed; buffers are identical on every rank, so they are not re-sent."""
+    if not world.active:
+        return module
+    device = next(module.buffers()).device
+    return nn.parallel.DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,
+        forward_sync_buffers=False,
+    )
+
+
+def _collective(run):  # noqa: ANN001, ANN202
+    try:
+        return run()
+    except PfnrError:
+        raise
+    except (RuntimeError, OSError) as exc:  # a peer died, hung up or timed out
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedError(f"lost contact with the other training processes: {first}") from None
+
+
+def all_sum(world: World, values: list[float]) -> list[float]:
+    """Element-wise sum over the ranks (float64, the same order on every rank)."""
+    if not world.active:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=_collective_device())
+    _collective(lambda: dist.all_reduce(tensor, op=dist.ReduceOp.SUM))
+    return tensor.cpu().tolist()
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """True on every rank when it is true on one."""
+    if not world.active:
+        return flag
+    return all_sum(world, [1.0 if flag else 0.0])[0] > 0
+
+
+def from_main(world: World, value: int) -> int:
+    """Rank 0's `value`, on every rank."""
+    if not world.active:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    _collective(lambda: dist.broadcast(tensor, src=0))
+    return int(tensor.item())
+
+
+def barrier(world: World) -> None:
+    if world.active:
+        _collective(dist.barrier)
+
+
+def _collective_device() -> torch.device:
+    """NCCL moves CUDA tensors only; gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def state_digest(modules: list[nn.Module]) -> str:
+    """sha256 of every parameter and buffer of `modules`, in registration order."""
+    digest = hashlib.sha256()
+    for module in modules:
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_same_state(world: World, modules: list[nn.Module], when: str) -> None:
+    """Every rank holds the same network: the digest of rank 0 against everyone's."""
+    if not world.active:
+        return
+    mine = state_digest(modules)
+    digests: list[str | None] = [None] * world.size
+    _collective(lambda: dist.all_gather_object(digests, mine))
+    if len(set(digests)) != 1:
+        differ = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise DistributedError(
+            f"ranks {differ} hold a different network than rank 0 {when}; all ranks must read "
+            "the same archive and video with the same settings"
+        )
