@@ -160,6 +160,22 @@ class RateModel(nn.Module):
             parts.append(laplace_bits(codes, fitted_log_scale(codes)))
         return _total(parts, self.device)
 
+    @torch.no_grad()
+    def coded_bits(self, model: PFNR, masks: dict[str, Tensor], head: Head) -> float:
+        """Bits the weight codes and latents would take in the file now (their empirical
+        entropies under the learned steps): the size shown while training and steered to."""
+        total, levels = 0.0, max_code(self.bits)
+        for i, (name, mw) in enumerate(model.masked_weights().items()):
+            new = (masks[name] & ~mw.used).expand(mw.shape)
+            if bool(new.any()):
+                scaled = (
+                    mw.weight[new] / _per_group(mw, self.log_step[i].exp()).expand(mw.shape)[new]
+                )
+                total += empirical_bits(scaled.clamp(-levels, levels)[None, :])
+        for grid in head.grids().values():
+            total += empirical_bits(grid.values.transpose(0, 1).flatten(1))
+        return total
+
     def latent_bits(self, head: Head) -> Tensor:
         """Estimated bits of every latent value of the session, channel by channel."""
         parts = []
@@ -167,6 +183,16 @@ class RateModel(nn.Module):
             values = grid.values.transpose(0, 1).flatten(1)  # (C, cells * h * w)
             parts.append(laplace_bits(values, fitted_log_scale(values)))
         return _total(parts, self.device)
+
+
+def empirical_bits(values: Tensor) -> float:
+    """Bits of the rounded `values` (one row per histogram) coded with their own histograms: what
+    the archive's coder pays for them, side information aside."""
+    total = 0.0
+    for row in torch.round(values.detach()).reshape(-1, values.shape[-1]):
+        counts = torch.unique(row, return_counts=True)[1].double()
+        total += float(-(counts * torch.log2(counts / counts.sum())).sum())
+    return total
 
 
 def _total(parts: list[Tensor], device: torch.device) -> Tensor:

@@ -192,6 +192,16 @@ def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
     return head.to(device)
 
 
+SESSION_META_BITS = 8 * 2048  # a session's metadata, about
+
+
+def _side_bits(model: PFNR, head: Head) -> float:
+    """Bits a session stores beside its codes and latents: float32 scales, the head's float32
+    weights and its metadata (masks are left out: at capacity 1 they are constant streams)."""
+    groups = sum(mw.n_groups for mw in model.masked_weights().values())
+    return 32.0 * (groups + head.conv.weight.numel() + head.conv.bias.numel()) + SESSION_META_BITS
+
+
 class _StepLoss(torch.nn.Module):
     """One step's forward pass and loss as a module, so that DistributedDataParallel sees every
     parameter the loss uses (the rate term's included) inside its forward."""
@@ -228,7 +238,7 @@ class _Trainer:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
         self.rate, self.world = rate, world
         self.device = next(model.buffers()).device  # frames may stay in host memory
-        self.estimated_bits: Tensor | None = None  # the last step's whole-session estimate
+        self.estimated_bytes: float | None = None  # the session's size if it ended now
         self.rate_factor = rate_weight(
             frames[0].numel() // 3 * frames.shape[0], settings.rate_lambda
         )
@@ -271,7 +281,6 @@ class _Trainer:
             bits = self.rate.latent_bits(self.head)
             if weights_quantized and self.masks is not None:
                 bits = bits + self.rate.weight_bits(self.model, self.masks)
-                self.estimated_bits = bits.detach()
             loss = loss + self.rate_factor * bits
         return loss
 
@@ -378,6 +387,9 @@ class _Trainer:
             pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
             elapsed = time.monotonic() - start
             durations.append(elapsed - sum(durations))
+            if quantized and self.rate is not None and self.masks is not None:
+                coded = self.rate.coded_bits(self.model, self.masks, self.head)
+                self.estimated_bytes = (coded + _side_bits(self.model, self.head)) / 8
             if minutes is not None:  # rank 0's clock decides for every rank
                 epochs = fit_epochs_to_budget(epoch, cap, durations, minutes * 60 - elapsed)
                 epochs = distributed.from_main(world, epochs)
@@ -389,7 +401,7 @@ class _Trainer:
                 psnr,
                 lr,
                 self.recoveries,
-                None if self.estimated_bits is None else float(self.estimated_bits) / 8,
+                self.estimated_bytes,
             )
             self.history.append(record)
             if on_progress is not None:

@@ -99,8 +99,9 @@ def test_a_latent_session_round_trips_through_its_streams_exactly():
 
 
 def test_the_size_shown_while_training_is_near_the_stored_size():
-    """Progress carries the rate model's estimate once weights train quantized; it lands within
-    a third of the weight and latent streams the session then stores."""
+    """Progress carries the session's size as it would be stored now (the codes' and latents'
+    own histograms, plus scales, head and metadata) once weights train quantized; at the end it
+    lies within 15% of the streams the session stores plus its metadata."""
     torch.manual_seed(0)
     model = PFNR(CONFIG)
     clip = synthetic_tensor(8, CONFIG.height, CONFIG.width, seed=7)
@@ -108,10 +109,5 @@ def test_the_size_shown_while_training_is_near_the_stored_size():
     fit = fit_session(model, clip, settings, session_seed=1)
     assert fit.history[0].estimated_bytes is None  # weights are not quantized yet
     estimate = fit.history[-1].estimated_bytes
-    streams = pack_session(fit, CODER)
-    stored = sum(
-        len(data)
-        for name, data in streams.items()
-        if name.startswith("latent/") or name.endswith("/codes")
-    )
-    assert estimate is not None and abs(estimate - stored) < stored / 3, (estimate, stored)
+    stored = sum(len(data) for data in pack_session(fit, CODER).values()) + 1500  # + metadata
+    assert estimate is not None and abs(estimate - stored) < 0.15 * stored, (estimate, stored)
