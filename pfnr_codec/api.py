@@ -211,7 +211,7 @@ def _new_config(options: EncodeOptions, preset_name: str, height: int, width: in
     a rate term), then any model overrides."""
     preset = get_preset(preset_name)
     quality = DEFAULT_QUALITY if options.quality is None else options.quality
-    widths = quality_width(DEFAULT_QUALITY if trains_against_rate(preset) else quality)
+    widths = 1.0 if trains_against_rate(preset) else quality_width(quality)
     preset = scaled_preset(preset, options.width_scale * widths)
     try:
         return replace(preset.model_config(height, width), **options.model)

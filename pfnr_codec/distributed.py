@@ -134,11 +134,6 @@ def from_main(world: World, value: int) -> int:
     return int(tensor.item())
 
 
-def barrier(world: World) -> None:
-    if world.active:
-        _collective(dist.barrier)
-
-
 def _collective_device() -> torch.device:
     """NCCL moves CUDA tensors only; gloo CPU ones."""
     if dist.get_backend() == "nccl":

@@ -24,6 +24,7 @@ as for any other scale.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,7 @@ def _per_group(mw: MaskedWeight, per_group: Tensor) -> Tensor:
 class RateModel(nn.Module):
     """Learned steps and bit estimates for one session's new weights and latents."""
 
-    def __init__(self, model: PFNR, head: Head, bits: int) -> None:
+    def __init__(self, model: PFNR, bits: int) -> None:
         super().__init__()
         self.bits = bits
         self.started = False  # steps hold learned values only after `start_steps`
@@ -141,14 +142,15 @@ class RateModel(nn.Module):
 
         return weights
 
-    def weight_bits(self, model: PFNR, masks: dict[str, Tensor]) -> Tensor:
-        """Estimated bits of the codes of every newly claimed weight."""
+    def _new_codes(self, model: PFNR, masks: dict[str, Tensor]) -> Iterator[Tensor]:
+        """For each tensor that claims weights: its new weights in steps, clipped as
+        `quantize_with_scales` clips them, as one row (row-major, the order the file codes)."""
         if self._new is None:  # the masks are fixed from here on: where the new weights are
             self._new = {}
             for name, mw in model.masked_weights().items():
                 new = (masks[name] & ~mw.used).expand(mw.shape).flatten()
                 self._new[name] = None if bool(new.all()) else torch.nonzero(new).flatten()
-        parts, levels = [], max_code(self.bits)
+        levels = max_code(self.bits)
         for i, (name, mw) in enumerate(model.masked_weights().items()):
             index = self._new[name]
             if index is not None and index.numel() == 0:
@@ -156,22 +158,18 @@ class RateModel(nn.Module):
             scaled = (mw.weight / _per_group(mw, self.log_step[i].exp())).flatten()
             if index is not None:
                 scaled = scaled[index]
-            codes = scaled.clamp(-levels, levels)[None, :]  # as quantize_with_scales clips them
-            parts.append(laplace_bits(codes, fitted_log_scale(codes)))
+            yield scaled.clamp(-levels, levels)[None, :]
+
+    def weight_bits(self, model: PFNR, masks: dict[str, Tensor]) -> Tensor:
+        """Estimated bits of the codes of every newly claimed weight."""
+        parts = [laplace_bits(c, fitted_log_scale(c)) for c in self._new_codes(model, masks)]
         return _total(parts, self.device)
 
     @torch.no_grad()
     def coded_bits(self, model: PFNR, masks: dict[str, Tensor], head: Head) -> float:
         """Bits the weight codes and latents would take in the file now (their empirical
-        entropies under the learned steps): the size shown while training and steered to."""
-        total, levels = 0.0, max_code(self.bits)
-        for i, (name, mw) in enumerate(model.masked_weights().items()):
-            new = (masks[name] & ~mw.used).expand(mw.shape)
-            if bool(new.any()):
-                scaled = (
-                    mw.weight[new] / _per_group(mw, self.log_step[i].exp()).expand(mw.shape)[new]
-                )
-                total += empirical_bits(scaled.clamp(-levels, levels)[None, :])
+        entropies under the learned steps): the size shown while training."""
+        total = sum(empirical_bits(codes) for codes in self._new_codes(model, masks))
         for grid in head.grids().values():
             total += empirical_bits(grid.values.transpose(0, 1).flatten(1))
         return total

@@ -457,7 +457,7 @@ def fit_session(
     """
     head = begin_session(model, settings, session_seed, frames)
     distributed.check_same_state(world, [model, head], "at the start of the session")
-    rate = RateModel(model, head, settings.bits)
+    rate = RateModel(model, settings.bits)
     trainer = _Trainer(model, head, frames, settings, rate, world)
     layers = model.masked_weights()
     latents = [grid.values for grid in head.grids().values()]
