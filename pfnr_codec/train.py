@@ -17,10 +17,11 @@ are frozen for good.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -316,6 +317,10 @@ class _Trainer:
         has not collapsed; a collapse (non-finite loss, or a batch far below the best epoch) rolls
         back to the last sound state with a lower learning rate.
         """
+        with flushed_denormals():
+            return self._run(phase, on_progress)
+
+    def _run(self, phase: _Phase, on_progress: ProgressCallback | None) -> float:
         frames, n, world = self.frames, self.frames.shape[0], self.world
         epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
         groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
@@ -411,6 +416,19 @@ class _Trainer:
             self._load(sound[0])
             final = self.evaluate(weights)
         return final
+
+
+@contextlib.contextmanager
+def flushed_denormals() -> Iterator[None]:
+    """Treat denormal floats as zero on the CPU while training. Trained weights, gradients and
+    activations drift into the denormal range, where x86 arithmetic is many times slower: bikes
+    (250 frames, cpu preset) trained 38 s per epoch without this and 17.5 s with it. Rendering
+    (what decode must reproduce bit for bit) keeps the default."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def fit_epochs_to_budget(done: int, cap: int, durations: list[float], seconds_left: float) -> int:
