@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default=None, help="result file stem (default rd / rd_quick)")
     parser.add_argument("--replot", type=Path, help="redraw report and plots from a records JSON")
+    parser.add_argument(
+        "--keep-archives", type=Path, help="keep pfnr's archives here (default: deleted)"
+    )
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
@@ -179,7 +182,12 @@ def measure(
         clip = load_clip(path, (0, frames) if frames else None, size)
         records += measure_anchors(clip, mode, families, device)
         if not args.no_pfnr:
-            records += run_pfnr(clip, mode, args, args.out / "tmp" / stem)
+            work = args.out / "tmp" / stem
+            records += run_pfnr(clip, mode, args, work)
+            if args.keep_archives:
+                args.keep_archives.mkdir(parents=True, exist_ok=True)
+                for archive in work.glob(f"{clip.name}_*.pfnr"):
+                    shutil.copy2(archive, args.keep_archives / archive.name)
         write_records(records, args.out, stem, machine)  # partial results survive a crash
     shutil.rmtree(args.out / "tmp" / stem, ignore_errors=True)
     return machine, records

@@ -30,7 +30,13 @@ from .config import (
     scaled_preset,
     trains_against_rate,
 )
-from .container import SessionChunk, append_session, archive_lock, read_archive
+from .container import (
+    FORMAT_VERSION,
+    SessionChunk,
+    append_session,
+    archive_lock,
+    read_archive,
+)
 from .entropy import DEFAULT_CODER, get_coder
 from .errors import ArchiveError, ConfigError, DistributedError, InputError, UsageError
 from .growth import check_store_size, growth_for, layer_widths
@@ -39,7 +45,7 @@ from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
 from .session_meta import SessionMeta
 from .train import Progress, TrainSettings, fit_session
-from .video import frames_to_tensor, read_video, resize_frames
+from .video import VideoInfo, frames_to_byte_tensor, probe_video, read_video, resize_frames
 
 SEED_STRIDE = 1_000_003  # session k of seed s trains from seed s * SEED_STRIDE + k
 
@@ -204,6 +210,7 @@ class _NextSession:
     preset: str
     settings: TrainSettings
     grow: tuple[int, ...]  # channels the session adds to each layer
+    version: tuple[int, int]  # the file's format version (an append keeps it)
 
 
 def _new_config(options: EncodeOptions, preset_name: str, height: int, width: int) -> Any:
@@ -219,9 +226,12 @@ def _new_config(options: EncodeOptions, preset_name: str, height: int, width: in
         raise ConfigError(f"unknown model setting: {exc}") from None
 
 
-def _preflight(archive: Path, video: Path, options: EncodeOptions, height: int, width: int) -> None:
+def _preflight(
+    archive: Path, video: Path, options: EncodeOptions, height: int, width: int
+) -> tuple[int, int]:
     """Every check that needs no training, before the lock is taken: settings in range (for the
-    archive's preset), a known coder, and a working size the metrics can measure."""
+    archive's preset), a known coder, and a working size the metrics can measure. Returns that
+    working size (height, width)."""
     if archive.exists():
         header = read_archive(archive).header
         config, _ = parse_header(header, archive)
@@ -236,6 +246,21 @@ def _preflight(archive: Path, video: Path, options: EncodeOptions, height: int, 
             f"{video.name} is {width}x{height}: its working size {config.width}x{config.height} "
             f"is under {MS_SSIM_WINDOW} pixels a side; pfnr needs larger frames"
         )
+    return config.height, config.width
+
+
+def _read_at_working_size(
+    archive: Path, video: Path, options: EncodeOptions
+) -> tuple[np.ndarray, VideoInfo]:
+    """The frames to train on, resized to the working size while they are decoded (a long video
+    is never held whole at its own resolution), after every check `_preflight` makes."""
+    probed = probe_video(video)
+    size = _preflight(archive, video, options, probed.height, probed.width)
+    frames, info = read_video(video, options.frames, size)
+    if (info.height, info.width) != (probed.height, probed.width):  # the container misstated it
+        size = _preflight(archive, video, options, info.height, info.width)
+        frames, info = read_video(video, options.frames, size)
+    return frames, info
 
 
 def _next_session(
@@ -250,7 +275,9 @@ def _next_session(
         settings = train_settings(options, preset_name)
         header = new_header(preset_name, config, coder)
         zero = (0,) * len(layer_widths(config))
-        return _NextSession(header, PFNR(config).to(device), 0, preset_name, settings, zero)
+        return _NextSession(
+            header, PFNR(config).to(device), 0, preset_name, settings, zero, FORMAT_VERSION
+        )
     loaded = load_archive(archive, device)
     preset_name = str(loaded.header.get("preset", "cpu"))
     _check_same(options.preset, preset_name, "preset", archive)
@@ -266,7 +293,15 @@ def _next_session(
     grow = _growth(loaded, settings, archive)
     check_store_size(loaded.config, [*loaded.grows, grow], str(archive))
     model = loaded.store.view(loaded.session_count + 1, grow)
-    return _NextSession(loaded.header, model, loaded.session_count, preset_name, settings, grow)
+    return _NextSession(
+        loaded.header,
+        model,
+        loaded.session_count,
+        preset_name,
+        settings,
+        grow,
+        loaded.contents.version,
+    )
 
 
 def _growth(loaded: LoadedArchive, settings: TrainSettings, archive: Path) -> tuple[int, ...]:
@@ -308,17 +343,17 @@ def encode_video(
     if options.quality is not None:
         check_quality(options.quality)  # a bad level fails before anything is read or locked
     world = distributed.world_from_env()
-    frames, info = read_video(video, options.frames)
     device = distributed.rank_device(world, resolve_device(options.device))
-    _preflight(archive, video, options, info.height, info.width)
+    targets, info = _read_at_working_size(archive, video, options)
     distributed.join(world, device)
     start = time.monotonic()
     with _encode_lock(archive, options.lock_wait, world):
         nxt = _next_session(archive, options, info.height, info.width, device)
         header, model, count, settings = nxt.header, nxt.model, nxt.count, nxt.settings
         config = model.config
-        targets = resize_frames(frames, config.height, config.width)
-        target_tensor = frames_to_tensor(targets)
+        if targets.shape[1:3] != (config.height, config.width):  # the archive changed meanwhile
+            targets = read_video(video, options.frames, (config.height, config.width))[0]
+        target_tensor = frames_to_byte_tensor(targets)
         if not world.active:  # ranks keep the frames in host memory and move batches
             target_tensor = target_tensor.to(device)
         fit = fit_session(
@@ -367,7 +402,7 @@ def encode_video(
             "device": device.type,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        streams = pack_session(fit, get_coder(header["coder"]))
+        streams = pack_session(fit, get_coder(header["coder"]), nxt.version)
         meta["encode_seconds"] = round(time.monotonic() - start, 3)
         SessionMeta.from_dict(meta, "new session meta")  # what readers will check
         contents = append_session(archive, header, SessionChunk(meta, streams), count)

@@ -129,7 +129,9 @@ def load_archive(path: Path, device: torch.device, upto: int | None = None) -> L
     for i, grow in enumerate(grows):
         view = store.view(i + 1, grow)
         try:
-            masks, head = unpack_session(chunks[i].streams, view, loaded.coder, frames[i])
+            masks, head = unpack_session(
+                chunks[i].streams, view, loaded.coder, frames[i], contents.version
+            )
         except ArchiveError as exc:
             raise ArchiveError(f"{path}: session {i + 1}: {exc}") from None
         store.absorb(i + 1, view)

@@ -6,7 +6,8 @@ Per shared tensor a session stores four streams:
 - `<tensor>/codes`: the quantized values of the weights it newly claims, row-major (ints);
 - `<tensor>/scales`: one float32 scale per quantization group;
 plus `head/weight` and `head/bias` (float32) and, in the latent family, `latent/<grid>/<channel>`: the
-integer latents of one channel of one grid, row-major over (cells, height, width). Every count is
+integer latents of one channel of one grid, row-major over (cells, height, width): an ints stream in
+files of format 1.1, a latents stream (context-coded along the cells) from 1.2 on. Every count is
 implied by what the decoder already holds (the model, the union of earlier masks, this session's mask
 and frame count), so no stream stores its own length of symbols.
 Unpacking replays the session into the model: the same dequantized values are frozen at the same
@@ -24,15 +25,18 @@ from .entropy import (
     decode_bits,
     decode_floats,
     decode_ints,
+    decode_latents,
     encode_bits,
     encode_floats,
     encode_ints,
+    encode_latents,
 )
 from .errors import ArchiveError, PfnrError
 from .model import PFNR, Head
 from .train import SessionFit
 
 STREAM_KINDS = ("reuse", "claim", "codes", "scales")
+LATENTS_STREAM_VERSION = (1, 2)  # the first format version whose latents are latents streams
 
 
 def stream_category(name: str) -> str:
@@ -47,8 +51,10 @@ def stream_category(name: str) -> str:
     )
 
 
-def pack_session(fit: SessionFit, coder: EntropyCoder) -> dict[str, bytes]:
-    """Streams for a freshly fitted session."""
+def pack_session(
+    fit: SessionFit, coder: EntropyCoder, version: tuple[int, int]
+) -> dict[str, bytes]:
+    """Streams for a freshly fitted session, as a file of format `version` holds them."""
     streams: dict[str, bytes] = {}
     for name, t in fit.tensors.items():
         mask, used = t.mask.cpu().numpy(), t.used_before.cpu().numpy()
@@ -65,7 +71,11 @@ def pack_session(fit: SessionFit, coder: EntropyCoder) -> dict[str, bytes]:
         if not np.array_equal(codes, values):
             raise ArchiveError(f"{name}: latents must be integers before they are stored")
         for c in range(values.shape[1]):
-            streams[f"{name}/{c}"] = encode_ints(codes[:, c].ravel(), coder)
+            channel = codes[:, c].reshape(codes.shape[0], -1)  # (cells, h * w)
+            if version >= LATENTS_STREAM_VERSION:
+                streams[f"{name}/{c}"] = encode_latents(channel, coder)
+            else:
+                streams[f"{name}/{c}"] = encode_ints(channel.ravel(), coder)
     return streams
 
 
@@ -76,11 +86,23 @@ def _stream(streams: dict[str, bytes], name: str) -> bytes:
         raise ArchiveError(f"session is missing its stream {name!r}") from None
 
 
+def _decode_channel(
+    data: bytes, cells: int, positions: int, coder: EntropyCoder, version: tuple[int, int]
+) -> np.ndarray:
+    if version >= LATENTS_STREAM_VERSION:
+        return decode_latents(data, cells, positions, coder)
+    return decode_ints(data, cells * positions, coder)
+
+
 def unpack_session(
-    streams: dict[str, bytes], model: PFNR, coder: EntropyCoder, frames: int
+    streams: dict[str, bytes],
+    model: PFNR,
+    coder: EntropyCoder,
+    frames: int,
+    version: tuple[int, int],
 ) -> tuple[dict[str, Tensor], Head]:
-    """Replay a stored session of `frames` frames into `model` (freezing its weights); returns
-    its masks and head."""
+    """Replay a stored session of `frames` frames from a file of format `version` into `model`
+    (freezing its weights); returns its masks and head."""
     masks: dict[str, Tensor] = {}
     try:
         for name, mw in model.masked_weights().items():
@@ -102,7 +124,9 @@ def unpack_session(
         for name, grid in head.grids().items():
             cells, channels, height, width = grid.values.shape
             per_channel = [
-                decode_ints(_stream(streams, f"{name}/{c}"), cells * height * width, coder)
+                _decode_channel(
+                    _stream(streams, f"{name}/{c}"), cells, height * width, coder, version
+                )
                 for c in range(channels)
             ]
             stacked = np.stack(per_channel).reshape(channels, cells, height, width)

@@ -30,7 +30,7 @@ from .byteio import zstd_decompress
 from .errors import ArchiveError, ConfigError
 
 MAGIC = b"\x89PFNR\r\n\x1a\n"
-FORMAT_VERSION: tuple[int, int] = (1, 1)
+FORMAT_VERSION: tuple[int, int] = (1, 2)
 PREAMBLE_BYTES = len(MAGIC) + 2
 
 CHUNK_HEADER = b"HEAD"

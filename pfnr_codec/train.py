@@ -37,6 +37,7 @@ from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
 from .quant import quantize, quantize_with_scales
 from .rate import RateModel, rate_weight
+from .video import unit_float
 
 COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' best PSNR so far counts as a collapse
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
@@ -185,7 +186,7 @@ def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
             if channels >= 3:  # orthonormal columns: the three colours stay apart
                 projection = torch.linalg.qr(projection)[0]
             small = F.adaptive_avg_pool2d(
-                frames[grid.cell_frames().to(frames.device)].cpu(), (height, width)
+                unit_float(frames[grid.cell_frames().to(frames.device)].cpu()), (height, width)
             )
             grid.values.copy_(
                 LATENT_INIT_GAIN * torch.einsum("tchw,kc->tkhw", small - 0.5, projection)
@@ -293,7 +294,7 @@ class _Trainer:
         for lo in range(world.rank * batch, n, batch * world.size):  # each rank its own batches
             indices = self.indices[lo : lo + batch]
             output = self.model(indices, self.head, weights())
-            target = self.frames[lo : lo + batch].to(self.device)
+            target = unit_float(self.frames[lo : lo + batch].to(self.device))
             per_frame = ((output.clamp(0, 1) - target) ** 2).flatten(1).mean(1)
             total += sum(psnr_from_mse(float(mse)) for mse in per_frame)
         total = distributed.all_sum(world, [total])[0]
@@ -347,7 +348,7 @@ class _Trainer:
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
                 idx = self._batch(order, step)
-                target = frames[idx.to(frames.device)].to(self.device)
+                target = unit_float(frames[idx.to(frames.device)].to(self.device))
                 schedule = lr_scale * learning_rate_at(
                     (epoch + step / steps_per_epoch) / epochs, 1.0, phase.warmup
                 )
@@ -467,7 +468,8 @@ def fit_session(
     on_progress: ProgressCallback | None = None,
     world: World = SINGLE,
 ) -> SessionFit:
-    """Train a new session on `frames` (T, 3, H, W) in [0, 1] and freeze it into `model`.
+    """Train a new session on `frames` (T, 3, H, W), uint8 or float in [0, 1] (uint8 frames take a
+    quarter of the memory and are converted a batch at a time), and freeze it into `model`.
 
     Under torchrun every rank calls this with the same network, frames and seed; each trains on
     its share of every batch, and the ranks check that they hold the same network before and after.

@@ -31,6 +31,7 @@ WRITE_CHOICES = "a folder (PNG frames), .png (one frame), .y4m, .mkv (FFV1), .mp
 FOLDER_FPS = 25.0
 _FRAME_NAME = re.compile(r"^frame_(\d{5,})\.png$")
 _RESIZE_BATCH_VALUES = 1 << 25  # float32 values per resize batch: bounds memory on long videos
+_SINK_CHUNK_VALUES = 1 << 25  # bytes of decoded frames resized at a time while reading
 # swscale's default YUV 4:2:0 -> RGB path replicates chroma and truncates: about one level of
 # bias and up to ~13 dB lost on saturated colour. Full chroma interpolation with accurate,
 # bit-exact rounding costs ~3x the conversion time (still ~150 frames/s at 720p on one core).
@@ -83,21 +84,26 @@ def probe_video(path: Path) -> VideoInfo:
 
 
 def read_video(
-    path: Path, frames: tuple[int, int | None] | None = None
+    path: Path,
+    frames: tuple[int, int | None] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, VideoInfo]:
     """Decode a video (or a folder of images) to uint8 (T, H, W, 3) RGB.
 
     `frames` is a half-open [start, end) range of frame indices (end None: to the last frame).
     Frames before `start` are decoded and dropped (seeking is not frame-exact in every format).
+    With `size` (height, width) the frames come resized as `resize_frames` resizes them, a few at
+    a time as they are decoded: a long video is never held whole at its own resolution. `info`
+    describes the source either way.
     """
     path = Path(path)
     start, end = frames if frames is not None else (0, None)
     if start < 0 or (end is not None and end <= start):
         raise InputError(f"frames {_span(start, end)} is not a valid range for {path.name}")
     if path.is_dir():
-        return _read_folder(path, start, end)
+        return _read_folder(path, start, end, _FrameSink(size))
     container = _open_input(path)
-    kept: list[np.ndarray] = []
+    kept = _FrameSink(size)
     index, reached_end = 0, True
     try:
         stream = container.streams.video[0]
@@ -107,7 +113,7 @@ def read_video(
                 reached_end = False
                 break
             if index >= start:
-                kept.append(frame_to_rgb(frame))
+                kept.add(frame_to_rgb(frame))
             index += 1
         info = _stream_info(path, stream, index)
     except av.FFmpegError as exc:
@@ -119,7 +125,7 @@ def read_video(
     elif index == 0:
         raise InputError(f"video {path.name} has no frames")
     _check_inside(path, start, end, info.frame_count)
-    return _stack(kept), info
+    return kept.frames(), info
 
 
 def parse_frame_range(text: str) -> tuple[int, int | None]:
@@ -181,6 +187,51 @@ def _stack(frames: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+class _FrameSink:
+    """Collects decoded frames; with a target size it resizes them a chunk at a time (a chunk is
+    a few frames: `_SINK_CHUNK_VALUES` bytes), keeping only the resized ones."""
+
+    def __init__(self, size: tuple[int, int] | None) -> None:
+        self.size = size
+        self.pending: list[np.ndarray] = []
+        self.pending_values = 0
+        self.resized: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        if self.pending and frame.shape != self.pending[0].shape:
+            self._flush()  # np.stack needs one shape; the caller decides what a change means
+        self.pending.append(frame)
+        self.pending_values += frame.size
+        if self.size is not None and self.pending_values >= _SINK_CHUNK_VALUES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            chunk = _stack(self.pending)
+            self.resized.append(chunk if self.size is None else resize_frames(chunk, *self.size))
+            self.pending, self.pending_values = [], 0
+
+    def frames(self) -> np.ndarray:
+        """Every frame added, resized when a size was given."""
+        self._flush()
+        if not self.resized:
+            raise InputError("no frames were decoded")
+        if len(self.resized) == 1:
+            return self.resized[0]
+        out = np.empty((sum(len(c) for c in self.resized), *self.resized[0].shape[1:]), np.uint8)
+        at = 0
+        for i, chunk in enumerate(self.resized):
+            if chunk.shape[1:] != out.shape[1:]:
+                raise InputError(
+                    f"the frame size changes from {out.shape[2]}x{out.shape[1]} to "
+                    f"{chunk.shape[2]}x{chunk.shape[1]} at frame {at}; pfnr needs one size"
+                )
+            out[at : at + len(chunk)] = chunk
+            at += len(chunk)
+            self.resized[i] = None  # type: ignore[call-overload]
+        return out
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     """A decoded frame -> uint8 (H, W, 3) RGB, honouring its colour tags (untagged: BT.601)."""
     return frame.to_ndarray(format="rgb24", interpolation=SWS_FLAGS)
@@ -223,12 +274,13 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"cannot read image {path}: {exc}") from exc
 
 
-def _read_folder(folder: Path, start: int, end: int | None) -> tuple[np.ndarray, VideoInfo]:
+def _read_folder(
+    folder: Path, start: int, end: int | None, sink: _FrameSink
+) -> tuple[np.ndarray, VideoInfo]:
     images = _list_images(folder)
     _check_inside(folder, start, end, len(images))
     chosen = images[start:end]
     first = _read_image(chosen[0])
-    out = np.empty((len(chosen), *first.shape), dtype=np.uint8)
     for i, image in enumerate(chosen):
         pixels = first if i == 0 else _read_image(image)
         if pixels.shape != first.shape:
@@ -236,8 +288,8 @@ def _read_folder(folder: Path, start: int, end: int | None) -> tuple[np.ndarray,
                 f"frame {image.name} is {pixels.shape[1]}x{pixels.shape[0]}, expected "
                 f"{first.shape[1]}x{first.shape[0]} like {chosen[0].name}"
             )
-        out[i] = pixels
-    return out, _folder_info(folder, images, first)
+        sink.add(pixels)
+    return sink.frames(), _folder_info(folder, images, first)
 
 
 # ------------------------------------------------------------------------------ pixels <-> tensors
@@ -270,7 +322,18 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (T, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255.0)
+    return unit_float(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
+
+
+def frames_to_byte_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, H, W), contiguous: a quarter of the float32 frames'
+    memory, for training to convert a batch at a time (`unit_float`)."""
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+
+
+def unit_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames -> float32 in [0, 1] (value / 255); float frames pass through unchanged."""
+    return frames.float().div(255.0) if frames.dtype == torch.uint8 else frames
 
 
 def tensor_to_frames(x: torch.Tensor) -> np.ndarray:

@@ -8,15 +8,18 @@ import numpy as np
 import pytest
 
 from pfnr_codec import entropy
+from pfnr_codec.byteio import uvarint
 from pfnr_codec.entropy import (
     CODERS,
     DEFAULT_CODER,
     decode_bits,
     decode_floats,
     decode_ints,
+    decode_latents,
     encode_bits,
     encode_floats,
     encode_ints,
+    encode_latents,
     get_coder,
     ints_side_bytes,
 )
@@ -188,6 +191,8 @@ def test_torchac_round_trip_and_silent_import() -> None:
         rng = np.random.default_rng(0)
         codes = np.clip(np.rint(rng.laplace(0, 6, 70000)), -31, 31).astype(np.int32)
         mask = rng.random(5000) < 0.3
+        walk = np.cumsum(rng.integers(-1, 2, (12, 300)), axis=0).astype(np.int32)
+        assert np.array_equal(decode_latents(encode_latents(walk, coder), 12, 300, coder), walk)
         assert np.array_equal(decode_ints(encode_ints(codes, coder), codes.size, coder), codes)
         assert np.array_equal(decode_bits(encode_bits(mask, coder), mask.size, coder), mask)
         a, b = encode_ints(codes, coder), encode_ints(codes, get_coder("constriction"))
@@ -237,3 +242,69 @@ def test_ten_million_symbols_memory() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) <= 300  # MB of peak growth while coding 10M codes and 10M mask bits
+
+
+def _latent_walk(seed: int, cells: int, positions: int) -> np.ndarray:
+    """Latents that change little from one cell to the next, like a grid's cells of nearby frames."""
+    rng = np.random.default_rng(seed)
+    start = np.rint(rng.laplace(0, 3, positions))
+    steps = rng.choice([-1, 0, 0, 0, 1], size=(cells - 1, positions))
+    return np.concatenate([start[None], start + np.cumsum(steps, axis=0)]).astype(np.int32)
+
+
+@pytest.mark.parametrize(("cells", "positions"), [(1, 50), (2, 1), (17, 400), (40, 3)])
+def test_latents_round_trip(cells: int, positions: int) -> None:
+    walk = _latent_walk(cells, cells, positions)
+    data = encode_latents(walk, CONSTRICTION)
+    assert np.array_equal(decode_latents(data, cells, positions, CONSTRICTION), walk)
+    iid = np.rint(np.random.default_rng(1).laplace(0, 3, (cells, positions))).astype(np.int64)
+    data = encode_latents(iid, CONSTRICTION)
+    assert np.array_equal(decode_latents(data, cells, positions, CONSTRICTION), iid)
+
+
+def test_latents_use_the_cell_before_when_it_pays_and_never_cost_more_than_plain() -> None:
+    walk = _latent_walk(3, 20, 2000)
+    plain = len(encode_ints(walk.ravel(), CONSTRICTION))
+    coded = encode_latents(walk, CONSTRICTION)
+    assert coded[0] == entropy._LATENT_TEMPORAL and len(coded) < 0.7 * plain, (len(coded), plain)
+    iid = np.rint(np.random.default_rng(4).laplace(0, 3, (20, 2000))).astype(np.int64)
+    plain = len(encode_ints(iid.ravel(), CONSTRICTION))
+    coded = encode_latents(iid, CONSTRICTION)
+    assert coded[0] == entropy._LATENT_PLAIN and len(coded) == plain + 1
+
+
+def test_crafted_latents_streams_are_refused() -> None:
+    """Class counts that do not add up, a class that runs dry, a clip out of range, garbage."""
+    walk = _latent_walk(5, 6, 40)
+
+    def temporal(parts: list[tuple[int, np.ndarray]], clip: int = 1) -> bytes:
+        out = [bytes([entropy._LATENT_TEMPORAL, clip])]
+        for count, values in parts:
+            data = encode_ints(values, CONSTRICTION)
+            out += [uvarint(count), uvarint(len(data)), data]
+        return b"".join(out)
+
+    zeros = np.zeros(240, dtype=np.int32)
+    everything_in_class_0 = temporal([(240, zeros)] + [(0, zeros[:0])] * 3)
+    with pytest.raises(ArchiveError, match="context class 2 holds fewer values"):
+        decode_latents(everything_in_class_0, 6, 40, CONSTRICTION)
+    too_few = temporal([(40, zeros[:40])] + [(0, zeros[:0])] * 3)
+    with pytest.raises(ArchiveError, match="context classes hold 40 values, the grid has 240"):
+        decode_latents(too_few, 6, 40, CONSTRICTION)
+    too_many = temporal([(200, zeros[:200]), (200, zeros[:200]), (0, zeros[:0]), (0, zeros[:0])])
+    with pytest.raises(ArchiveError, match="more than the 240 values"):
+        decode_latents(too_many, 6, 40, CONSTRICTION)
+    for clip in (0, entropy.MAX_CONTEXT_CLIP + 1):
+        with pytest.raises(ArchiveError, match="context clip must be"):
+            decode_latents(bytes([entropy._LATENT_TEMPORAL, clip]), 6, 40, CONSTRICTION)
+    with pytest.raises(ArchiveError, match="unknown mode 7"):
+        decode_latents(bytes([7]), 6, 40, CONSTRICTION)
+    good = encode_latents(walk, CONSTRICTION)
+    samples = [good[:cut] for cut in range(0, len(good), 5)]
+    samples += [good[:i] + bytes([good[i] ^ 0x24]) + good[i + 1 :] for i in range(len(good))]
+    for data in samples:
+        try:
+            out = decode_latents(data, 6, 40, CONSTRICTION)
+        except ArchiveError:
+            continue
+        assert out.shape == (6, 40)

@@ -32,7 +32,9 @@ from pfnr_codec.errors import ArchiveError
 from pfnr_codec.session_meta import _CHECKS, SessionMeta
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-V10, V11 = GOLDEN / "v1.0.pfnr", GOLDEN / "v1.1.pfnr"
+V10, V11, V12 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(3))
+# Crafted files carry this reader's version bytes: the latent golden they start from is the newest.
+LATENT = V12
 NAN, INF = float("nan"), float("inf")
 SECONDS = 5.0  # per case, in-process (the reader must refuse quickly, not after minutes)
 NAMED, ANY, MAYBE = "named", "any", "maybe"  # refused naming the field / refused / may be valid
@@ -206,7 +208,7 @@ def _check_refused(path: Path, name: str | None, expect: str) -> None:
     ("key", "value", "expect"), [c[1:] for c in MODEL_CASES], ids=[c[0] for c in MODEL_CASES]
 )
 def test_every_header_model_field_is_checked(tmp_path: Path, key: str, value: Any, expect: str):
-    header, sessions = _golden(V11 if "latent" in key or "fine" in key else V10)
+    header, sessions = _golden(LATENT if "latent" in key or "fine" in key else V10)
     header = copy.deepcopy(header)
     header["model"][key] = value
     path = tmp_path / "crafted.pfnr"
@@ -218,7 +220,7 @@ def test_every_header_model_field_is_checked(tmp_path: Path, key: str, value: An
     ("key", "value", "expect"), [c[1:] for c in META_CASES], ids=[c[0] for c in META_CASES]
 )
 def test_every_session_key_is_checked(tmp_path: Path, key: str, value: Any, expect: str):
-    header, sessions = _golden(V11)
+    header, sessions = _golden(LATENT)
     sessions = copy.deepcopy(sessions)
     sessions[0].meta[key] = value
     if key == "frames":
@@ -230,7 +232,7 @@ def test_every_session_key_is_checked(tmp_path: Path, key: str, value: Any, expe
 
 @pytest.mark.parametrize("frames", [5, 7, 48, 10_000_000])
 def test_a_frame_count_that_is_not_the_encoded_one_never_decodes(tmp_path: Path, frames: int):
-    for golden in (V10, V11):
+    for golden in (V10, LATENT):
         header, sessions = _golden(golden)
         sessions = copy.deepcopy(sessions)
         sessions[0].meta["frames"] = frames
@@ -244,7 +246,7 @@ def test_a_frame_count_that_is_not_the_encoded_one_never_decodes(tmp_path: Path,
 
 
 def test_header_keys_outside_the_model(tmp_path: Path):
-    header, sessions = _golden(V11)
+    header, sessions = _golden(LATENT)
     path = tmp_path / "crafted.pfnr"
     for change in (
         {"tool": "other"},
@@ -263,7 +265,7 @@ def test_header_keys_outside_the_model(tmp_path: Path):
 
 
 def test_session_meta_that_is_not_an_object_or_lacks_frames(tmp_path: Path):
-    header, sessions = _golden(V11)
+    header, sessions = _golden(LATENT)
     path = tmp_path / "crafted.pfnr"
     for meta in (b"[]", b"3", b'"x"', b"{}", b'{"frames": NaN}', b'{"frames": 6, "frames": 6}'):
         block = zstandard.ZstdCompressor(write_content_size=True).compress(meta)
@@ -272,7 +274,7 @@ def test_session_meta_that_is_not_an_object_or_lacks_frames(tmp_path: Path):
 
 
 def test_session_meta_of_the_golden_archives_passes_and_round_trips():
-    for golden in (V10, V11):
+    for golden in (V10, V11, V12):
         for session in read_archive(golden).sessions:
             meta = SessionMeta.from_dict(session.meta)
             assert meta.frames == session.meta["frames"]
@@ -287,7 +289,7 @@ def test_session_meta_of_the_golden_archives_passes_and_round_trips():
 
 
 def _tamper(tmp_path: Path, stream: str, byte: int, bit: int) -> Path:
-    header, sessions = _golden(V11)
+    header, sessions = _golden(LATENT)
     sessions = copy.deepcopy(sessions)
     data = bytearray(sessions[0].streams[stream])
     data[byte] ^= 1 << bit
@@ -312,7 +314,7 @@ def test_a_payload_changed_with_its_crcs_recomputed_is_not_decoded(tmp_path, str
 def test_a_float32_difference_alone_is_reported_as_rendering_noise(tmp_path: Path):
     """A float32 fingerprint the frames miss, with the float64 one matching, is what another
     device gives: the decode succeeds and says the bytes differ."""
-    header, sessions = _golden(V11)
+    header, sessions = _golden(LATENT)
     sessions = copy.deepcopy(sessions)
     sessions[0].meta["sha256"] = "0" * 64
     path = tmp_path / "other_device.pfnr"

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pfnr_codec.api import decode_session, fingerprint, inspect_archive
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint, inspect_archive
+from pfnr_codec.container import END_PAYLOAD_BYTES, FORMAT_VERSION, FRAMING_BYTES, read_archive
+from pfnr_codec.entropy import decode_latents, get_coder
+from pfnr_codec.video import write_video
+
+from synthetic import synthetic_frames
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 ARCHIVES = sorted(GOLDEN.glob("v*.pfnr"))
@@ -25,3 +33,36 @@ def test_golden_archive_decodes_to_its_recorded_frames(archive):
         result = decode_session(archive, int(session), size="working", exact=True, device="cpu")
         assert fingerprint(result.frames) == digest
         assert result.matches_encode is True
+
+
+@pytest.mark.parametrize("archive", ARCHIVES[:-1], ids=lambda p: p.stem)
+def test_appending_to_an_older_version_keeps_it_and_writes_only_what_it_defines(tmp_path, archive):
+    """A session appended to a file of an earlier format version is stored as that version defines
+    it (the version bytes stay), so the file stays readable by that version's readers; every
+    session then decodes to its own frames."""
+    path = tmp_path / archive.name
+    shutil.copyfile(archive, path)
+    before = read_archive(path)
+    clip = tmp_path / "more.mkv"
+    write_video(synthetic_frames(5, 30, 44, seed=7), clip, fps=25)
+    encode_video(path, clip, EncodeOptions(epochs=2, device="cpu"))
+    after = read_archive(path)
+    assert after.version == before.version < FORMAT_VERSION
+    kept = before.file_bytes - FRAMING_BYTES - END_PAYLOAD_BYTES  # all but the old END chunk
+    assert path.read_bytes()[:kept] == archive.read_bytes()[:kept]
+    expected = json.loads(archive.with_suffix(".json").read_text())["sha256_exact"]
+    for session, digest in expected.items():
+        result = decode_session(path, int(session), size="working", exact=True, device="cpu")
+        assert fingerprint(result.frames) == digest
+    new = decode_session(path, len(expected) + 1, device="cpu")
+    assert new.matches_encode is True
+
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("v*_latents.json")), ids=lambda p: p.stem)
+def test_golden_latents_streams_decode_to_their_values(golden):
+    recorded = json.loads(golden.read_text())
+    coder = get_coder(recorded["coder"])
+    for entry in recorded["streams"]:
+        values = np.array(entry["values"], dtype=np.int64)
+        data = base64.b64decode(entry["stream"])
+        assert np.array_equal(decode_latents(data, *values.shape, coder), values)

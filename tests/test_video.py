@@ -296,3 +296,37 @@ def test_the_source_bit_depth_is_reported(tmp_path: Path, clip: np.ndarray) -> N
     frames, info = read_video(tmp_path / "ten.mkv")
     assert info.bit_depth == 10 and frames.dtype == np.uint8
     assert read_video(write_video(clip, tmp_path / "eight.mkv", 25))[1].bit_depth == 8
+
+
+def test_reading_at_a_size_equals_resizing_what_was_read(tmp_path: Path, monkeypatch) -> None:
+    """Resized a few frames at a time while decoding (several chunks here), a video comes out
+    exactly as if it had been read whole and resized: from a file and from a folder."""
+    longer = smooth_clip(t=11, h=40, w=56, seed=3)
+    monkeypatch.setattr(video, "_SINK_CHUNK_VALUES", 3 * 40 * 56 * 3)  # chunks of three frames
+    for source in (
+        write_video(longer, tmp_path / "d.mkv", 25),
+        write_video(longer, tmp_path / "f", 25),
+    ):
+        for size in ((20, 28), (17, 90), (40, 56)):
+            whole, info = read_video(source, (1, 10))
+            chunked, chunked_info = read_video(source, (1, 10), size)
+            assert np.array_equal(chunked, resize_frames(whole, *size)), (source, size)
+            assert chunked_info == info
+
+
+def test_reading_at_a_size_never_holds_the_whole_video(tmp_path: Path, monkeypatch) -> None:
+    """numpy's allocations (which tracemalloc sees) stay far below the decoded video's size: only
+    a chunk of frames (four here; 32 MiB of them by default) is held at the source's size."""
+    import tracemalloc
+
+    big = smooth_clip(t=24, h=240, w=320, seed=4)
+    path = write_video(big, tmp_path / "big.mkv", 25)
+    monkeypatch.setattr(video, "_SINK_CHUNK_VALUES", 4 * big[0].size)
+    tracemalloc.start()
+    try:
+        frames, _ = read_video(path, size=(24, 32))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frames.shape == (24, 24, 32, 3)
+    assert peak < big.nbytes / 2, (peak, big.nbytes)

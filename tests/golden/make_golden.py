@@ -6,16 +6,20 @@ decoded by tests/test_golden.py forever after.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint  # noqa: E402
 from pfnr_codec.container import FORMAT_VERSION  # noqa: E402
+from pfnr_codec.entropy import encode_latents, get_coder  # noqa: E402
 from pfnr_codec.video import write_video  # noqa: E402
 
 from synthetic import synthetic_frames  # noqa: E402
@@ -37,6 +41,23 @@ def main() -> None:
             ).frames
             expected[str(session)] = fingerprint(frames)
     (HERE / f"v{version}.json").write_text(json.dumps({"sha256_exact": expected}, indent=2) + "\n")
+    write_latents_golden(HERE / f"v{version}_latents.json")
+
+
+def write_latents_golden(path: Path) -> None:
+    """Latents streams in every mode of the format (the tiny archive's sessions are too short to
+    choose the context-coded one), with the values they hold."""
+    coder = get_coder("constriction")
+    rng = np.random.default_rng(5)
+    start = np.rint(rng.laplace(0, 3, 300))
+    walk = np.concatenate([start[None], start + np.cumsum(rng.integers(-1, 2, (11, 300)), 0)])
+    noise = np.rint(rng.laplace(0, 3, (12, 300)))
+    streams = []
+    for values in (walk.astype(np.int64), noise.astype(np.int64)):
+        data = encode_latents(values, coder)
+        streams.append({"stream": base64.b64encode(data).decode(), "values": values.tolist()})
+    assert {base64.b64decode(s["stream"])[0] for s in streams} == {0, 1}, "a mode is missing"
+    path.write_text(json.dumps({"coder": coder.name, "streams": streams}) + "\n")
 
 
 if __name__ == "__main__":
