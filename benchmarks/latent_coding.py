@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     machine, records = read_records(args.rd)
     points = {(r.clip, r.settings.get("quality")): r for r in records if r.codec == "pfnr"}
-    rows, recoded, measured = [], [], {}
+    rows, stored, recoded, measured = [], [], [], {}
     for path in sorted(args.archives.glob("*.pfnr")):
         match = NAME.match(path.name)
         key = match and (match["clip"], int(match["quality"]))
@@ -96,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sizes["file_before"] != record.bytes:
             raise SystemExit(f"{path} has {sizes['file_before']} bytes, its record {record.bytes}")
         bpp = bits_per_pixel(int(sizes["file_after"]), record.frames, record.height, record.width)
+        stored.append(record)
         recoded.append(replace(record, bytes=int(sizes["file_after"]), bpp=bpp))
         measured[f"{key[0]} q{key[1]}"] = sizes
         fine = sizes["grids"].get("latent/fine", [0, 0])
@@ -114,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"no archive in {args.archives} matches a pfnr point of {args.rd}")
     anchors = [r for r in records if r.codec != "pfnr"]
-    before = {(row[0], row[2]): row[3] for row in bd_rows(anchors + list(points.values()))}
+    before = {(row[0], row[2]): row[3] for row in bd_rows(anchors + stored)}
     after = bd_rows(anchors + recoded)
     bd = [
         [row[0], row[2], before.get((row[0], row[2]), float("nan")), row[3]]

@@ -45,7 +45,7 @@ from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
 from .session_meta import SessionMeta
 from .train import Progress, TrainSettings, fit_session
-from .video import VideoInfo, frames_to_byte_tensor, probe_video, read_video, resize_frames
+from .video import VideoInfo, channels_first, probe_video, read_video, resize_frames
 
 SEED_STRIDE = 1_000_003  # session k of seed s trains from seed s * SEED_STRIDE + k
 
@@ -249,18 +249,19 @@ def _preflight(
     return config.height, config.width
 
 
-def _read_at_working_size(
+def _training_frames(
     archive: Path, video: Path, options: EncodeOptions
 ) -> tuple[np.ndarray, VideoInfo]:
-    """The frames to train on, resized to the working size while they are decoded (a long video
-    is never held whole at its own resolution), after every check `_preflight` makes."""
+    """The frames to train on, uint8 (T, 3, H, W) at the working size, resized while they are
+    decoded (a long video is never held whole at its own resolution), after every check
+    `_preflight` makes."""
     probed = probe_video(video)
     size = _preflight(archive, video, options, probed.height, probed.width)
     frames, info = read_video(video, options.frames, size)
     if (info.height, info.width) != (probed.height, probed.width):  # the container misstated it
         size = _preflight(archive, video, options, info.height, info.width)
         frames, info = read_video(video, options.frames, size)
-    return frames, info
+    return channels_first(frames), info
 
 
 def _next_session(
@@ -344,16 +345,20 @@ def encode_video(
         check_quality(options.quality)  # a bad level fails before anything is read or locked
     world = distributed.world_from_env()
     device = distributed.rank_device(world, resolve_device(options.device))
-    targets, info = _read_at_working_size(archive, video, options)
     distributed.join(world, device)
+    frames, info = distributed.read_once_per_host(
+        world, lambda: _training_frames(archive, video, options)
+    )
     start = time.monotonic()
     with _encode_lock(archive, options.lock_wait, world):
         nxt = _next_session(archive, options, info.height, info.width, device)
         header, model, count, settings = nxt.header, nxt.model, nxt.count, nxt.settings
         config = model.config
-        if targets.shape[1:3] != (config.height, config.width):  # the archive changed meanwhile
-            targets = read_video(video, options.frames, (config.height, config.width))[0]
-        target_tensor = frames_to_byte_tensor(targets)
+        if frames.shape[2:] != (config.height, config.width):  # the archive changed meanwhile
+            size = (config.height, config.width)
+            frames = channels_first(read_video(video, options.frames, size)[0])
+        targets = frames.transpose(0, 2, 3, 1)  # (T, H, W, 3), what the session is measured on
+        target_tensor = torch.from_numpy(frames)
         if not world.active:  # ranks keep the frames in host memory and move batches
             target_tensor = target_tensor.to(device)
         fit = fit_session(

@@ -47,6 +47,14 @@ class Reader:
         self.pos += 1
         return self.data[self.pos - 1]
 
+    def u32(self) -> int:
+        """Little-endian unsigned 32-bit integer."""
+        return int.from_bytes(self.take(4), "little")
+
+    def u64(self) -> int:
+        """Little-endian unsigned 64-bit integer."""
+        return int.from_bytes(self.take(8), "little")
+
     def uvarint(self, limit: int) -> int:
         value, shift = 0, 0
         while True:

@@ -26,11 +26,12 @@ from typing import Any
 
 import zstandard
 
-from .byteio import zstd_decompress
+from .byteio import Reader, zstd_decompress
 from .errors import ArchiveError, ConfigError
 
 MAGIC = b"\x89PFNR\r\n\x1a\n"
 FORMAT_VERSION: tuple[int, int] = (1, 2)
+FORMAT_KEY = "format_version"  # (1.2) the header's copy of the version bytes of the file it created
 PREAMBLE_BYTES = len(MAGIC) + 2
 
 CHUNK_HEADER = b"HEAD"
@@ -118,11 +119,18 @@ def _end_chunk(sessions: int, body_bytes: int) -> bytes:
     return _chunk(CHUNK_END, struct.pack("<IQ", sessions, total))
 
 
+def _stamped(header: dict[str, Any]) -> dict[str, Any]:
+    """`header` with the format version a new file gets: the version bytes are outside every
+    CRC, so the header (inside one) repeats them and a flipped version byte is caught."""
+    return {**header, FORMAT_KEY: list(FORMAT_VERSION)} if FORMAT_KEY not in header else header
+
+
 def archive_to_bytes(header: dict[str, Any], sessions: list[SessionChunk]) -> bytes:
     """The complete file for `header` and `sessions`."""
     if len(sessions) > MAX_SESSIONS:
         raise ConfigError(f"an archive holds at most {MAX_SESSIONS} sessions")
-    body = [MAGIC, bytes(FORMAT_VERSION), _chunk(CHUNK_HEADER, _json_to_bytes(header, "header"))]
+    head = _json_to_bytes(_stamped(header), "header")
+    body = [MAGIC, bytes(FORMAT_VERSION), _chunk(CHUNK_HEADER, head)]
     body += [_chunk(CHUNK_SESSION, session_to_bytes(s)) for s in sessions]
     data = b"".join(body)
     return data + _end_chunk(len(sessions), len(data))
@@ -160,35 +168,23 @@ def _json_from_bytes(data: bytes, where: str) -> dict[str, Any]:
 
 def session_from_bytes(payload: bytes, where: str) -> SessionChunk:
     """Inverse of session_to_bytes; `where` names the chunk in error messages."""
-    pos = 0
-
-    def take(n: int, what: str) -> bytes:
-        nonlocal pos
-        if n > len(payload) - pos:
-            left = len(payload) - pos
-            raise ArchiveError(f"{where}: {what} needs {n} bytes at offset {pos}, {left} left")
-        pos += n
-        return payload[pos - n : pos]
-
-    (meta_len,) = struct.unpack("<I", take(4, "meta length"))
-    meta = _json_from_bytes(take(meta_len, "meta"), f"{where} meta")
-    (n_streams,) = struct.unpack("<I", take(4, "stream count"))
+    reader = Reader(payload, where)
+    meta = _json_from_bytes(reader.take(reader.u32()), f"{where} meta")
+    n_streams = reader.u32()
     if n_streams > MAX_STREAMS:
         raise ArchiveError(f"{where}: {n_streams} streams exceed the limit {MAX_STREAMS}")
     table = []
     for i in range(n_streams):
-        raw = take(take(1, f"stream {i} name length")[0], f"stream {i} name")
+        raw = reader.take(reader.u8())
         if not raw or not all(0x21 <= c <= 0x7E for c in raw):
             raise ArchiveError(f"{where}: stream {i} has an invalid name {raw!r}")
-        (size,) = struct.unpack("<Q", take(8, f"stream {i} length"))
-        table.append((raw.decode("ascii"), size))
+        table.append((raw.decode("ascii"), reader.u64()))
     streams: dict[str, bytes] = {}
     for name, size in table:
         if name in streams:
             raise ArchiveError(f"{where}: stream {name!r} appears twice")
-        streams[name] = take(size, f"stream {name!r}")
-    if pos != len(payload):
-        raise ArchiveError(f"{where}: {len(payload) - pos} unexpected bytes after the last stream")
+        streams[name] = reader.take(size)
+    reader.end()
     return SessionChunk(meta, streams)
 
 
@@ -263,6 +259,12 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
         )
     assert header is not None
     version = (data[len(MAGIC)], data[len(MAGIC) + 1])
+    stamped = header.get(FORMAT_KEY, list(version))
+    if stamped != list(version):
+        raise ArchiveError(
+            f"{source}: version bytes {version[0]}.{version[1]} differ from the header's "
+            f"format {stamped!r} (corrupt)"
+        )
     return ArchiveContents(header, sessions, len(data), head_bytes, session_bytes, version)
 
 
@@ -379,6 +381,7 @@ def append_session(
                 f"archive {path} disappeared: expected {expected_sessions} sessions in it"
             )
         sessions = 0
+        head = _json_to_bytes(_stamped(header), "header")
         body = MAGIC + bytes(FORMAT_VERSION) + _chunk(CHUNK_HEADER, head)
     else:
         data = _read_file(path)
@@ -388,6 +391,8 @@ def append_session(
                 f"archive {path} changed while encoding: expected {expected_sessions} sessions, "
                 f"found {len(old.sessions)} (another pfnr process wrote it?)"
             )
+        if FORMAT_KEY in old.header and FORMAT_KEY not in header:  # the stamp a writer added
+            header = {**header, FORMAT_KEY: old.header[FORMAT_KEY]}
         if _canonical(old.header) != _canonical(header):
             raise ArchiveError(f"archive {path} has a different header than the one encoded for")
         sessions = len(old.sessions)

@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import distributed as dist
 from torch import nn
 
+from . import errors
 from .errors import DistributedError, PfnrError
 
 # A rank that waits longer than this for the others gives up (a stuck or killed peer).
@@ -32,6 +39,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this host
 
     @property
     def active(self) -> bool:
@@ -59,9 +67,12 @@ def world_from_env() -> World:
     process when it describes none."""
     size = _env_int("WORLD_SIZE", 1)
     rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    local_size = _env_int("LOCAL_WORLD_SIZE", local + 1)
     if size < 1 or not 0 <= rank < size:
         raise DistributedError(f"torchrun gave rank {rank} of a world of {size} processes")
-    return World(rank, size, local)
+    if not 0 <= local < local_size <= size or local > rank:
+        raise DistributedError(f"torchrun gave local rank {local} of {local_size} on a host")
+    return World(rank, size, local, local_size)
 
 
 def join(world: World, device: torch.device) -> None:
@@ -164,3 +175,60 @@ def check_same_state(world: World, modules: list[nn.Module], when: str) -> None:
             f"ranks {differ} hold a different network than rank 0 {when}; all ranks must read "
             "the same archive and video with the same settings"
         )
+
+
+def _shared_dir() -> Path:
+    """Where a host's processes share files in memory: /dev/shm where there is one."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def read_once_per_host(
+    world: World, read: Callable[[], tuple[np.ndarray, Any]]
+) -> tuple[np.ndarray, Any]:
+    """`read()` (an array and any picklable description of it) on every rank, run by one process
+    per host: the first process of each host reads and shares the array through a file in shared
+    memory that the host's other processes map copy-on-write (one copy of the frames per host, and
+    one decode). Where that file cannot be written (a small /dev/shm), every process reads for
+    itself. A pfnr error of a reader is raised on every rank, as it was raised."""
+    if not world.active or world.local_size == 1:
+        return read()
+    reader = world.local_rank == 0
+    status: tuple | None = None
+    if reader:
+        try:
+            array, info = read()
+        except PfnrError as exc:
+            status = ("error", type(exc).__name__, str(exc))
+        else:
+            status = ("ok", info, _write_shared(array))
+    statuses: list[tuple | None] = [None] * world.size
+    _collective(lambda: dist.all_gather_object(statuses, status))
+    for other in statuses:
+        if other is not None and other[0] == "error":
+            _, name, message = other
+            error = getattr(errors, name, None)
+            if not (isinstance(error, type) and issubclass(error, PfnrError)):
+                error = PfnrError
+            raise error(message)
+    mine = statuses[world.rank - world.local_rank]  # ranks of a host are consecutive
+    assert mine is not None
+    _, info, shared = mine
+    if not reader:
+        array = read()[0] if shared is None else np.load(shared, mmap_mode="c")
+    all_sum(world, [0.0])  # every process holds its mapping: the name can go
+    if reader and shared is not None:
+        Path(shared).unlink(missing_ok=True)
+    return array, info
+
+
+def _write_shared(array: np.ndarray) -> str | None:
+    """`array` as a .npy file in shared memory; None when it does not fit there."""
+    path = _shared_dir() / f"pfnr-frames-{os.getpid()}-{uuid.uuid4().hex}.npy"
+    try:
+        with path.open("wb") as f:
+            np.save(f, np.ascontiguousarray(array))
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+    return str(path)

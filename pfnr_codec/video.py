@@ -325,10 +325,10 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return unit_float(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2))
 
 
-def frames_to_byte_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> uint8 (T, 3, H, W), contiguous: a quarter of the float32 frames'
-    memory, for training to convert a batch at a time (`unit_float`)."""
-    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+def channels_first(frames: np.ndarray) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, H, W), contiguous: the layout training reads, a quarter
+    of the float32 frames' memory (training converts a batch at a time: `unit_float`)."""
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
 
 
 def unit_float(frames: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from pfnr_codec.container import (
 from pfnr_codec.errors import ArchiveError, ConfigError
 
 HEADER = {"format": "pfnr", "model": {"channels": [32, 16], "fso": True}, "coder": "constriction"}
+STAMPED = {**HEADER, "format_version": list(FORMAT_VERSION)}  # as a new file holds it
 
 
 def _sessions(seed: int = 0, big: int = 0) -> list[SessionChunk]:
@@ -60,7 +61,7 @@ def test_round_trip_and_byte_accounting(tmp_path: Path) -> None:
     sessions = _sessions()
     write_archive(path, HEADER, sessions)
     got = read_archive(path)
-    assert got.header == HEADER
+    assert got.header == STAMPED
     assert [s.meta for s in got.sessions] == [s.meta for s in sessions]
     assert [list(s.streams.items()) for s in got.sessions] == [
         list(s.streams.items()) for s in sessions
@@ -77,7 +78,7 @@ def test_append_keeps_old_chunks_byte_identical(tmp_path: Path) -> None:
     path = tmp_path / "a.pfnr"
     first, second = _sessions()
     one = append_session(path, HEADER, first, 0)
-    assert len(one.sessions) == 1 and one.header == HEADER
+    assert len(one.sessions) == 1 and one.header == STAMPED
     old = path.read_bytes()
     two = append_session(path, json.loads(json.dumps(HEADER)), second, 1)
     new = path.read_bytes()
@@ -105,6 +106,16 @@ def test_append_refuses_a_changed_archive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         append_session(path, HEADER, SessionChunk({}, {"bad name": b""}), 1)
     assert path.read_bytes() == before
+
+
+def test_a_version_byte_that_disagrees_with_the_header_is_refused() -> None:
+    """The version bytes lie outside every CRC; the header repeats them, so a flip to an older
+    version (whose streams read differently) is caught."""
+    data = bytearray(archive_to_bytes(HEADER, _sessions()))
+    for minor in range(FORMAT_VERSION[1]):
+        data[len(MAGIC) + 1] = minor
+        with pytest.raises(ArchiveError, match=rf"version bytes 1\.{minor} differ from the header"):
+            archive_from_bytes(bytes(data), "x.pfnr")
 
 
 def test_every_single_byte_flip_is_detected() -> None:
@@ -170,7 +181,7 @@ def _with_chunk(kind: bytes, payload: bytes) -> bytes:
 
 def test_ancillary_chunks_skipped_unknown_critical_rejected() -> None:
     got = archive_from_bytes(_with_chunk(b"note", b"anything"), "x.pfnr")
-    assert got.header == HEADER and got.header_bytes == got.file_bytes
+    assert got.header == STAMPED and got.header_bytes == got.file_bytes
     with pytest.raises(ArchiveError, match="unknown critical chunk"):
         archive_from_bytes(_with_chunk(b"NOTE", b"anything"), "x.pfnr")
 

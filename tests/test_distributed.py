@@ -10,11 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from pfnr_codec.api import decode_session
-from pfnr_codec.distributed import World, world_from_env
+from pfnr_codec.distributed import World, _shared_dir, world_from_env
 from pfnr_codec.errors import DistributedError
 from pfnr_codec.train import TrainSettings, _Trainer
 from pfnr_codec.video import write_video
@@ -135,16 +136,73 @@ def test_each_rank_takes_its_share_of_the_single_process_batch():
 
 
 def test_the_world_comes_from_torchrun_s_environment(monkeypatch):
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    assert world_from_env() == World(0, 1, 0) and not world_from_env().active
+    assert world_from_env() == World(0, 1, 0, 1) and not world_from_env().active
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert world_from_env() == World(3, 4, 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert world_from_env() == World(3, 4, 1, 2)
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    with pytest.raises(DistributedError, match="local rank 2 of 2"):
+        world_from_env()
+    monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(DistributedError, match="rank 4"):
         world_from_env()
     monkeypatch.setenv("RANK", "x")
     with pytest.raises(DistributedError, match="RANK"):
         world_from_env()
+
+
+_READ_ONCE = """
+import os, sys
+from pathlib import Path
+import numpy as np
+import torch
+from pfnr_codec import distributed
+from pfnr_codec.errors import InputError
+
+out = Path(sys.argv[1])
+world = distributed.world_from_env()
+distributed.join(world, torch.device("cpu"))
+
+def read():
+    (out / f"read-by-{world.rank}").touch()
+    if sys.argv[2] == "fail":
+        raise InputError("no such file: gone.mp4")
+    return np.arange(60, dtype=np.uint8).reshape(5, 3, 2, 2), {"fps": 25}
+
+try:
+    frames, info = distributed.read_once_per_host(world, read)
+except InputError as exc:
+    (out / f"error-{world.rank}").write_text(str(exc))
+else:
+    np.save(out / f"frames-{world.rank}.npy", np.asarray(frames))
+    (out / f"info-{world.rank}").write_text(repr(info))
+distributed.leave()
+"""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "fail"])
+def test_frames_are_read_once_per_host_and_a_read_error_reaches_every_rank(tmp_path, outcome):
+    """Two processes on one host: one reads, both get the same frames and description (the
+    other maps them from shared memory, which is left clean); a read error is raised on both."""
+    script = tmp_path / "read_once.py"
+    script.write_text(_READ_ONCE)
+    started = time.time()
+    done = _run([str(script), str(tmp_path), outcome], 2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.glob("read-by-*")) == ["read-by-0"]
+    if outcome == "fail":
+        assert [(tmp_path / f"error-{r}").read_text() for r in (0, 1)] == [
+            "no such file: gone.mp4"
+        ] * 2
+        return
+    expected = np.arange(60, dtype=np.uint8).reshape(5, 3, 2, 2)
+    for rank in (0, 1):
+        assert np.array_equal(np.load(tmp_path / f"frames-{rank}.npy"), expected)
+        assert (tmp_path / f"info-{rank}").read_text() == "{'fps': 25}"
+    recent = [p for p in _shared_dir().glob("pfnr-frames-*") if p.stat().st_mtime > started]
+    assert not recent, recent
