@@ -44,6 +44,8 @@ MAX_JSON_BYTES = 16 << 20  # decompressed header or session meta
 MAX_SESSIONS = 1 << 16
 MAX_STREAMS = 1 << 16  # per session
 MAX_NAME_BYTES = 255
+MAX_TABLE = 4 + MAX_STREAMS * (1 + MAX_NAME_BYTES + 8)  # a session's stream table, unpacked
+PACKED_TABLE_VERSION = (1, 2)  # the first format version whose stream tables are zstd frames
 
 
 @dataclass
@@ -98,20 +100,25 @@ def _check_name(name: str) -> bytes:
     return raw
 
 
-def session_to_bytes(session: SessionChunk) -> bytes:
-    """SESS payload: u32 meta length, zstd JSON meta, u32 stream count, stream table, data."""
+def session_to_bytes(session: SessionChunk, version: tuple[int, int] = FORMAT_VERSION) -> bytes:
+    """SESS payload: u32 meta length, zstd JSON meta, the stream table (u32 stream count, then
+    per stream a u8 name length, the name and a u64 data length), then the data. From format 1.2
+    the table is one zstd frame after its u32 length: the names repeat (a kilobyte a session)."""
     meta = _json_to_bytes(session.meta, "session meta")
     if len(session.streams) > MAX_STREAMS:
         raise ConfigError(f"a session holds at most {MAX_STREAMS} streams")
-    table, blobs = [], []
+    table, blobs = [struct.pack("<I", len(session.streams))], []
     for name, data in session.streams.items():
         raw = _check_name(name)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ConfigError(f"stream {name!r} must be bytes, got {type(data).__name__}")
         table.append(bytes([len(raw)]) + raw + struct.pack("<Q", len(data)))
         blobs.append(bytes(data))
-    parts = [struct.pack("<I", len(meta)), meta, struct.pack("<I", len(table))]
-    return b"".join(parts + table + blobs)
+    packed = b"".join(table)
+    if version >= PACKED_TABLE_VERSION:
+        packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(packed)
+        packed = struct.pack("<I", len(packed)) + packed
+    return b"".join([struct.pack("<I", len(meta)), meta, packed, *blobs])
 
 
 def _end_chunk(sessions: int, body_bytes: int) -> bytes:
@@ -166,21 +173,30 @@ def _json_from_bytes(data: bytes, where: str) -> dict[str, Any]:
     return value
 
 
-def session_from_bytes(payload: bytes, where: str) -> SessionChunk:
-    """Inverse of session_to_bytes; `where` names the chunk in error messages."""
+def session_from_bytes(
+    payload: bytes, where: str, version: tuple[int, int] = FORMAT_VERSION
+) -> SessionChunk:
+    """Inverse of session_to_bytes for a file of format `version`; `where` names the chunk in
+    error messages."""
     reader = Reader(payload, where)
     meta = _json_from_bytes(reader.take(reader.u32()), f"{where} meta")
-    n_streams = reader.u32()
+    table = reader
+    if version >= PACKED_TABLE_VERSION:
+        raw = zstd_decompress(reader.take(reader.u32()), f"{where} stream table", limit=MAX_TABLE)
+        table = Reader(raw, f"{where} stream table")
+    n_streams = table.u32()
     if n_streams > MAX_STREAMS:
         raise ArchiveError(f"{where}: {n_streams} streams exceed the limit {MAX_STREAMS}")
-    table = []
+    sizes = []
     for i in range(n_streams):
-        raw = reader.take(reader.u8())
-        if not raw or not all(0x21 <= c <= 0x7E for c in raw):
-            raise ArchiveError(f"{where}: stream {i} has an invalid name {raw!r}")
-        table.append((raw.decode("ascii"), reader.u64()))
+        raw_name = table.take(table.u8())
+        if not raw_name or not all(0x21 <= c <= 0x7E for c in raw_name):
+            raise ArchiveError(f"{where}: stream {i} has an invalid name {raw_name!r}")
+        sizes.append((raw_name.decode("ascii"), table.u64()))
+    if table is not reader:
+        table.end()
     streams: dict[str, bytes] = {}
-    for name, size in table:
+    for name, size in sizes:
         if name in streams:
             raise ArchiveError(f"{where}: stream {name!r} appears twice")
         streams[name] = reader.take(size)
@@ -206,6 +222,7 @@ def _check_preamble(data: bytes, source: str) -> None:
 def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
     """Parse a whole file; every defect is an ArchiveError naming `source` and the offset."""
     _check_preamble(data, source)
+    version = (data[len(MAGIC)], data[len(MAGIC) + 1])
     pos, header, end = PREAMBLE_BYTES, None, None
     sessions: list[SessionChunk] = []
     session_bytes: list[int] = []
@@ -234,11 +251,18 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
             if header is not None:
                 raise ArchiveError(f"{label}: second HEAD chunk")
             header = _json_from_bytes(payload, f"{source} header")
+            stamped = header.get(FORMAT_KEY, list(version))
+            if stamped != list(version):  # before anything is read as that version defines it
+                raise ArchiveError(
+                    f"{source}: version bytes {version[0]}.{version[1]} differ from the "
+                    f"header's format {stamped!r} (corrupt)"
+                )
             head_bytes = PREAMBLE_BYTES + chunk_bytes
         elif kind == CHUNK_SESSION:
             if len(sessions) >= MAX_SESSIONS:
                 raise ArchiveError(f"{label}: more than {MAX_SESSIONS} sessions")
-            sessions.append(session_from_bytes(payload, f"{source} session {len(sessions) + 1}"))
+            where = f"{source} session {len(sessions) + 1}"
+            sessions.append(session_from_bytes(payload, where, version))
             session_bytes.append(chunk_bytes)
         elif kind == CHUNK_END:
             if size != END_PAYLOAD_BYTES:
@@ -258,13 +282,6 @@ def archive_from_bytes(data: bytes, source: str = "archive") -> ArchiveContents:
             f"file has {len(sessions)} sessions and {len(data)} bytes"
         )
     assert header is not None
-    version = (data[len(MAGIC)], data[len(MAGIC) + 1])
-    stamped = header.get(FORMAT_KEY, list(version))
-    if stamped != list(version):
-        raise ArchiveError(
-            f"{source}: version bytes {version[0]}.{version[1]} differ from the header's "
-            f"format {stamped!r} (corrupt)"
-        )
     return ArchiveContents(header, sessions, len(data), head_bytes, session_bytes, version)
 
 
@@ -373,14 +390,13 @@ def append_session(
     the END chunk is rewritten. Returns the re-read contents.
     """
     path = Path(path)
-    head = _json_to_bytes(header, "header")  # validates `header` in both branches
-    chunk = _chunk(CHUNK_SESSION, session_to_bytes(session))
+    _json_to_bytes(header, "header")  # validates `header` in both branches
     if not path.exists():
         if expected_sessions != 0:
             raise ArchiveError(
                 f"archive {path} disappeared: expected {expected_sessions} sessions in it"
             )
-        sessions = 0
+        sessions, version = 0, FORMAT_VERSION
         head = _json_to_bytes(_stamped(header), "header")
         body = MAGIC + bytes(FORMAT_VERSION) + _chunk(CHUNK_HEADER, head)
     else:
@@ -395,9 +411,9 @@ def append_session(
             header = {**header, FORMAT_KEY: old.header[FORMAT_KEY]}
         if _canonical(old.header) != _canonical(header):
             raise ArchiveError(f"archive {path} has a different header than the one encoded for")
-        sessions = len(old.sessions)
+        sessions, version = len(old.sessions), old.version
         body = data[: len(data) - FRAMING_BYTES - END_PAYLOAD_BYTES]
-    body += chunk
+    body += _chunk(CHUNK_SESSION, session_to_bytes(session, version))  # as the file's version
     _atomic_write(path, body + _end_chunk(sessions + 1, len(body)))
     return read_archive(path)
 

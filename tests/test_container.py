@@ -197,7 +197,8 @@ def test_lengths_are_bounded_before_use() -> None:
         archive_from_bytes(data + container._end_chunk(0, len(data)), "x.pfnr")
     meta = container._json_to_bytes({}, "meta")
     for table in (struct.pack("<I", 2**32 - 1), struct.pack("<IB", 1, 1) + b"a" + bytes([255]) * 8):
-        payload = struct.pack("<I", len(meta)) + meta + table
+        packed = zstandard.ZstdCompressor(write_content_size=True).compress(table)
+        payload = struct.pack("<I", len(meta)) + meta + struct.pack("<I", len(packed)) + packed
         body = _with_chunk(b"SESS", payload)
         with pytest.raises(ArchiveError, match="session 1"):
             archive_from_bytes(body, "x.pfnr")
