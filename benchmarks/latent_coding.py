@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         raise SystemExit(f"no archive in {args.archives} matches a pfnr point of {args.rd}")
     anchors = [r for r in records if r.codec != "pfnr"]
-    before = {(row[0], row[2]): row[3] for row in bd_rows(anchors + stored)}
+    before = {(row[0], row[2]): row[3] for row in bd_rows(anchors + stored) if row[1] == "pfnr"}
     after = bd_rows(anchors + recoded)
     bd = [
         [row[0], row[2], before.get((row[0], row[2]), float("nan")), row[3]]
