@@ -129,7 +129,9 @@ def _end_chunk(sessions: int, body_bytes: int) -> bytes:
 def _stamped(header: dict[str, Any]) -> dict[str, Any]:
     """`header` with the format version a new file gets: the version bytes are outside every
     CRC, so the header (inside one) repeats them and a flipped version byte is caught."""
-    return {**header, FORMAT_KEY: list(FORMAT_VERSION)} if FORMAT_KEY not in header else header
+    if not isinstance(header, dict) or FORMAT_KEY in header:  # _json_to_bytes refuses a non-dict
+        return header
+    return {**header, FORMAT_KEY: list(FORMAT_VERSION)}
 
 
 def archive_to_bytes(header: dict[str, Any], sessions: list[SessionChunk]) -> bytes:
@@ -390,14 +392,13 @@ def append_session(
     the END chunk is rewritten. Returns the re-read contents.
     """
     path = Path(path)
-    _json_to_bytes(header, "header")  # validates `header` in both branches
+    head = _json_to_bytes(_stamped(header), "header")  # validates `header` in both branches
     if not path.exists():
         if expected_sessions != 0:
             raise ArchiveError(
                 f"archive {path} disappeared: expected {expected_sessions} sessions in it"
             )
         sessions, version = 0, FORMAT_VERSION
-        head = _json_to_bytes(_stamped(header), "header")
         body = MAGIC + bytes(FORMAT_VERSION) + _chunk(CHUNK_HEADER, head)
     else:
         data = _read_file(path)

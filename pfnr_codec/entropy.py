@@ -39,6 +39,7 @@ __all__ = [
     "encode_bits",
     "encode_floats",
     "encode_ints",
+    "context_classes",
     "encode_latents",
     "get_coder",
     "ints_side_bytes",
@@ -53,7 +54,7 @@ _FLOAT_RAW, _FLOAT_ZSTD = 0, 1
 _LATENT_PLAIN, _LATENT_TEMPORAL = 0, 1
 
 MAX_CONTEXT_CLIP = 16  # widest context of a latents stream: classes for -K..K, plus the first cell
-LATENT_CONTEXT_CLIPS = (2, 4)  # the clips an encoder tries (bunny fine grid: K=4 saves 20%)
+LATENT_CONTEXT_CLIPS = (2, 4)  # the clips an encoder tries
 
 _RUN_DIRECT = 64  # run lengths 1..64 have their own symbol; longer ones use an octave + raw bits
 _RUN_MAX_SYMBOL = _RUN_DIRECT + (MAX_COUNT - 1).bit_length() - 7
@@ -395,10 +396,16 @@ def _context_classes(previous: np.ndarray, clip: int) -> np.ndarray:
     return (np.clip(previous, -clip, clip) + clip + 1).astype(np.int64)
 
 
-def _encode_temporal(values: np.ndarray, clip: int, coder: EntropyCoder) -> bytes:
+def context_classes(values: np.ndarray, clip: int) -> np.ndarray:
+    """The context class of every value of a channel (cells, positions) under clip K: 0 in the
+    first cell, `_context_classes` of the cell before elsewhere."""
     classes = np.zeros(values.shape, dtype=np.int64)
     classes[1:] = _context_classes(values[:-1], clip)
-    flat_values, flat_classes = values.ravel(), classes.ravel()
+    return classes
+
+
+def _encode_temporal(values: np.ndarray, clip: int, coder: EntropyCoder) -> bytes:
+    flat_values, flat_classes = values.ravel(), context_classes(values, clip).ravel()
     out = [bytes([_LATENT_TEMPORAL, clip])]
     for k in range(2 * clip + 2):
         part = encode_ints(flat_values[flat_classes == k], coder)
@@ -411,7 +418,8 @@ def encode_latents(values: np.ndarray, coder: EntropyCoder) -> bytes:
 
     Neighbouring cells of a grid are frames a few apart, so a value predicts the one at its
     position in the next cell: coding each value under the histogram of its context class (the
-    earlier value clipped to -K..K) saves a fifth of the fine grid of a bunny session. Small grids
+    earlier value clipped to -K..K) saves 14-18% of the fine grid of a bunny session
+    (benchmarks/results/latent_coding.md). Small grids
     do not repay the extra histograms, so the stream keeps the shortest of: one plain ints stream,
     or the temporal split with each clip of LATENT_CONTEXT_CLIPS.
 

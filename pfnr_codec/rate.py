@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .entropy import LATENT_CONTEXT_CLIPS
+from .entropy import LATENT_CONTEXT_CLIPS, context_classes
 from .model import PFNR, Head, MaskedWeight
 from .quant import max_code
 
@@ -209,11 +209,8 @@ def latent_channel_bits(values: np.ndarray) -> float:
     fewest of its plain entropy and its entropies split by each temporal context tried."""
     best = _entropy_bits(values)
     for clip in LATENT_CONTEXT_CLIPS if values.shape[0] > 1 else ():
-        classes = np.clip(values[:-1], -clip, clip).ravel()
-        later = values[1:].ravel()
-        split = _entropy_bits(values[0]) + sum(
-            _entropy_bits(later[classes == k]) for k in np.unique(classes)
-        )
+        classes = context_classes(values, clip)
+        split = sum(_entropy_bits(values[classes == k]) for k in np.unique(classes))
         best = min(best, split)
     return best
 
