@@ -1,7 +1,7 @@
 """Ablation of the rate-distortion levers at equal wall time: one fresh one-session archive per row.
 
     python -m benchmarks.ablation                          # bunny and bikes, whole clips, 3 min a row
-    python -m benchmarks.ablation clip.mp4 --minutes 10
+    python -m benchmarks.ablation clip.mp4 --minutes 10 --rows 4 5   # two of the rows
 
 Each row encodes the whole clip through the public API under the same time budget, one after the
 other on an otherwise idle machine, and measures the decoded session against the benchmark's own
@@ -61,6 +61,8 @@ ROWS = [
         {"model": {"fine_block": None}},
     ),
     Row("latent grids + fine latents at 1/4 size (default)", "cpu"),
+    Row("fine latents every 4 frames", "cpu", {"model": {"fine_step": 4}}),
+    Row("fine latents at 1/2 size", "cpu", {"model": {"fine_block": 2}}),
     Row("default without the f-NeRV (FSO) block", "cpu", {"model": {"fso_block": None}}),
     Row("default, weights rounded at the end", "cpu", {"quantize_aware": False}),
 ]
@@ -74,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="ablation")
+    parser.add_argument(
+        "--rows", type=int, nargs="*", help=f"rows to run, 0-{len(ROWS) - 1} (default: all)"
+    )
     args = parser.parse_args(argv)
 
     default = ("bigbuckbunny", "bikes")
@@ -95,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
         )
         for i, row in enumerate(ROWS):
+            if args.rows is not None and i not in args.rows:
+                continue
             options = replace(base, preset=row.preset, **row.options)
             settings = {"row": row.label, "preset": row.preset, "minutes": args.minutes}
             settings |= {k: str(v) for k, v in row.options.items()}

@@ -28,21 +28,21 @@ class LatentGrid(nn.Module):
     def cells(self) -> int:
         return self.values.shape[0]
 
-    def rounded(self) -> Tensor:
-        """The values as stored: rounded, with a straight-through gradient while training."""
-        v = self.values
+    def rounded(self, cells: Tensor) -> Tensor:
+        """The values of `cells` as stored: rounded, with a straight-through gradient while
+        training. Only the cells a batch reads are rounded (a grid may hold millions of values)."""
+        v = self.values[cells]
         return v + (torch.round(v) - v).detach()
 
     def forward(self, indices: Tensor) -> Tensor:
         """Maps for frame indices (B,) -> (B, C, h, w). Indices past the end read the last frame."""
-        values = self.rounded()
         frame = indices.clamp(0, self.frames - 1)
         if self.step == 1 or self.cells == 1:
-            return values[frame if self.step == 1 else torch.zeros_like(frame)]
+            return self.rounded(frame if self.step == 1 else torch.zeros_like(frame))
         low = torch.div(frame, self.step, rounding_mode="floor").clamp(max=self.cells - 2)
-        frac = (frame - low * self.step).to(values.dtype) / self.step
+        frac = (frame - low * self.step).to(self.values.dtype) / self.step
         frac = frac[:, None, None, None]
-        return values[low] * (1 - frac) + values[low + 1] * frac
+        return self.rounded(low) * (1 - frac) + self.rounded(low + 1) * frac
 
     def cell_frames(self) -> Tensor:
         """The frame each cell sits on (the last cell may sit past the end: its nearest frame)."""
