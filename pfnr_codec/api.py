@@ -7,6 +7,7 @@ dataclasses that turn into JSON with `to_dict()`.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -73,6 +74,9 @@ class EncodeOptions:
     loss: str | None = None  # None: the preset's
     growth: float | None = None  # None: the preset's
     quality: int | None = None  # 1..7 (config.quality_lambda / quality_width); None: 4
+    # Aim the session at a size instead of a quality (one of the two; lambda is steered to it).
+    target_bytes: int | None = None
+    target_bpp: float | None = None  # bits per pixel at the working size, as reports show
     width_scale: float = 1.0  # times the quality's width (benchmarks size baselines with it)
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields for a new archive
     lock_wait: float = 0.0
@@ -185,7 +189,33 @@ def _session_quality(options: EncodeOptions, preset_name: str) -> int | None:
     there the level is a property of the archive's widths)."""
     if not trains_against_rate(get_preset(preset_name)) or options.rate_lambda is not None:
         return None
+    if options.target_bytes is not None or options.target_bpp is not None:
+        return None
     return DEFAULT_QUALITY if options.quality is None else options.quality
+
+
+def check_target(options: EncodeOptions) -> None:
+    """A size target excludes the other rate settings and must be a positive number."""
+    targets = [t for t in (options.target_bytes, options.target_bpp) if t is not None]
+    if not targets:
+        return
+    if len(targets) > 1:
+        raise ConfigError("give a target size or a target bpp, not both")
+    if options.quality is not None or options.rate_lambda is not None:
+        raise ConfigError("a target size picks the rate itself: drop --quality / rate lambda")
+    if not 0 < targets[0] < math.inf:
+        raise ConfigError(f"a target must be a positive number, got {targets[0]}")
+
+
+def _aimed(
+    settings: TrainSettings, options: EncodeOptions, frames: int, config: Any
+) -> TrainSettings:
+    """`settings` steered towards the options' target size, if any (bpp counts the session's
+    frames at the working size, as the reports do)."""
+    target: float | None = options.target_bytes
+    if options.target_bpp is not None:
+        target = options.target_bpp * frames * config.height * config.width / 8
+    return settings if target is None else replace(settings, target_bytes=target)
 
 
 def _check_same(option: str | None, stored: str, what: str, path: Path) -> None:
@@ -343,6 +373,7 @@ def encode_video(
     """
     if options.quality is not None:
         check_quality(options.quality)  # a bad level fails before anything is read or locked
+    check_target(options)
     world = distributed.world_from_env()
     device = distributed.rank_device(world, resolve_device(options.device))
     distributed.join(world, device)
@@ -352,11 +383,12 @@ def encode_video(
     start = time.monotonic()
     with _encode_lock(archive, options.lock_wait, world):
         nxt = _next_session(archive, options, info.height, info.width, device)
-        header, model, count, settings = nxt.header, nxt.model, nxt.count, nxt.settings
+        header, model, count = nxt.header, nxt.model, nxt.count
         config = model.config
         if frames.shape[2:] != (config.height, config.width):  # the archive changed meanwhile
             size = (config.height, config.width)
             frames = channels_first(read_video(video, options.frames, size)[0])
+        settings = _aimed(nxt.settings, options, len(frames), config)
         targets = frames.transpose(0, 2, 3, 1)  # (T, H, W, 3), what the session is measured on
         target_tensor = torch.from_numpy(frames)
         if not world.active:  # ranks keep the frames in host memory and move batches
@@ -391,7 +423,7 @@ def encode_video(
             "capacity": settings.capacity,
             "bits": settings.bits,
             "quality": _session_quality(options, nxt.preset),
-            "rate_lambda": settings.rate_lambda,
+            "rate_lambda": fit.rate_lambda,
             "grow": list(nxt.grow),
             "psnr": psnr(decoded, targets),
             "ms_ssim": ms_ssim(decoded, targets),
@@ -414,7 +446,7 @@ def encode_video(
     report = _session_report(
         count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
     )
-    notes = _budget_notes(settings, fit.epochs)
+    notes = _budget_notes(settings, fit.epochs) + _target_note(settings, report.bytes)
     if info.bit_depth > 8:
         notes += (f"the source has {info.bit_depth}-bit samples; pfnr codes 8-bit RGB",)
     return replace(report, notes=notes)
@@ -458,6 +490,14 @@ def _budget_notes(settings: TrainSettings, epochs: int) -> tuple[str, ...]:
             "more --minutes (or a faster device)"
         )
     return tuple(notes)
+
+
+def _target_note(settings: TrainSettings, size: int) -> tuple[str, ...]:
+    """How close a session aimed at a size landed."""
+    if settings.target_bytes is None:
+        return ()
+    miss = size / settings.target_bytes - 1
+    return (f"aimed at {settings.target_bytes:,.0f} bytes, took {size:,} ({miss:+.1%})",)
 
 
 def _session_report(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -92,6 +93,26 @@ def _range(text: str | None) -> tuple[int, int | None] | None:
         return parse_frame_range(text)
     except InputError as exc:
         raise UsageError(f"--frames: {exc}") from None
+
+
+_SIZE_UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)b?\s*", re.IGNORECASE)
+
+
+def _size(text: str | None) -> int | None:
+    """A size option in bytes: 150000, 150k, 1.5M, 2MB (powers of 1000, as file sizes are sold);
+    bad syntax is a usage error (exit 2)."""
+    if text is None:
+        return None
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise UsageError(
+            f"--target-size: expected bytes such as 150000, 150k or 1.5M, got {text!r}"
+        )
+    size = round(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    if size < 1:
+        raise UsageError(f"--target-size must be at least one byte, got {text!r}")
+    return size
 
 
 @contextmanager
@@ -240,6 +261,17 @@ def encode(
             "(the rate term), new archives only in frame-time presets (widths).",
         ),
     ] = None,
+    target_size: Annotated[
+        str | None,
+        typer.Option(
+            help="Aim each session at this many bytes (150k, 1.5M) instead of a --quality; "
+            "the note after each session says where it landed.",
+        ),
+    ] = None,
+    target_bpp: Annotated[
+        float | None,
+        typer.Option(help="Aim each session at these bits per pixel (at the working size)."),
+    ] = None,
     capacity: Annotated[
         float | None, typer.Option(help="Share of each layer a session uses.")
     ] = None,
@@ -286,6 +318,7 @@ def encode(
         if STDIO in videos:
             raise UsageError("under torchrun every process reads the video: give a file, not '-'")
         _stop_on_sigterm(world.is_main)
+    target_bytes = _size(target_size)
     existed = archive.exists()
     reports = []
     quiet = quiet or not world.is_main
@@ -295,6 +328,8 @@ def encode(
             options = EncodeOptions(
                 preset=_value(preset),
                 quality=quality,
+                target_bytes=target_bytes,
+                target_bpp=target_bpp,
                 capacity=capacity,
                 growth=growth,
                 bits=bits,

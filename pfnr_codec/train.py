@@ -66,6 +66,9 @@ class TrainSettings:
     quantize_aware: bool = True  # train through the quantized weights once the mask is fixed
     loss: str = "mse"
     rate_lambda: float = DEFAULT_RATE_LAMBDA  # weight of the estimated bits per pixel in the loss
+    # Bytes the session should take: lambda is steered after every epoch towards the estimate
+    # that meets them (`steer_rate`), starting from `rate_lambda`. None: lambda stays put.
+    target_bytes: float | None = None
     growth: float = 0.25  # share of the base widths a session adds when its network is full
 
     def __post_init__(self) -> None:
@@ -87,6 +90,11 @@ class TrainSettings:
             raise ConfigError(f"growth must be in [0, 4], got {self.growth}")
         if not 0.0 <= self.rate_lambda < math.inf:
             raise ConfigError(f"rate lambda must be finite and >= 0, got {self.rate_lambda}")
+        if self.target_bytes is not None:
+            if not 0 < self.target_bytes < math.inf:
+                raise ConfigError(f"target size must be positive, got {self.target_bytes}")
+            if not self.rate_lambda > 0:
+                raise ConfigError("a target size needs a model family trained against its rate")
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,7 @@ class SessionFit:
     epochs: int
     recoveries: int
     history: list[Progress] = field(default_factory=list)
+    rate_lambda: float = 0.0  # lambda at the end of training (steered when aiming at a size)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -194,7 +203,7 @@ def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
     return head.to(device)
 
 
-SESSION_META_BITS = 8 * 2048  # a session's metadata, about
+SESSION_META_BITS = 8 * 768  # a session's metadata and stream table in format 1.2: 640-750 bytes
 
 
 def _side_bits(model: PFNR, head: Head) -> float:
@@ -241,9 +250,9 @@ class _Trainer:
         self.rate, self.world = rate, world
         self.device = next(model.buffers()).device  # frames may stay in host memory
         self.estimated_bytes: float | None = None  # the session's size if it ended now
-        self.rate_factor = rate_weight(
-            frames[0].numel() // 3 * frames.shape[0], settings.rate_lambda
-        )
+        self.estimates: list[float] = []  # estimated_bytes after each quantized epoch
+        self.pixels = frames[0].numel() // 3 * frames.shape[0]
+        self.rate_lambda = settings.rate_lambda  # steered towards settings.target_bytes
         self.indices = torch.arange(frames.shape[0], device=self.device)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.recoveries = 0
@@ -279,11 +288,12 @@ class _Trainer:
             loss = F.mse_loss(output, target)
         else:
             loss = reconstruction_loss(output, target)
-        if self.rate is not None and self.rate_factor:
+        factor = rate_weight(self.pixels, self.rate_lambda)
+        if self.rate is not None and factor:
             bits = self.rate.latent_bits(self.head)
             if weights_quantized and self.masks is not None:
                 bits = bits + self.rate.weight_bits(self.model, self.masks)
-            loss = loss + self.rate_factor * bits
+            loss = loss + factor * bits
         return loss
 
     @torch.no_grad()
@@ -396,6 +406,14 @@ class _Trainer:
             if quantized and self.rate is not None and self.masks is not None:
                 coded = self.rate.coded_bits(self.model, self.masks, self.head)
                 self.estimated_bytes = (coded + _side_bits(self.model, self.head)) / 8
+                self.estimates.append(self.estimated_bytes)
+                if self.settings.target_bytes is not None:
+                    final = predicted_bytes(self.estimates, epochs - epoch)
+                    steered = self.rate_lambda * steer_rate(final, self.settings.target_bytes)
+                    start_lambda = self.settings.rate_lambda
+                    self.rate_lambda = min(
+                        start_lambda * STEER_RANGE, max(start_lambda / STEER_RANGE, steered)
+                    )
             if minutes is not None:  # rank 0's clock decides for every rank
                 epochs = fit_epochs_to_budget(epoch, cap, durations, minutes * 60 - elapsed)
                 epochs = distributed.from_main(world, epochs)
@@ -417,6 +435,40 @@ class _Trainer:
             self._load(sound[0])
             final = self.evaluate(weights)
         return final
+
+
+# Steering lambda towards a target size. Bits fall roughly as lambda**-0.5 (quality levels, a
+# factor 3 of lambda apart, differ by a factor 1.7 in size), and latents answer a new lambda over
+# several epochs: each epoch moves lambda by (predicted / target)**1, half the correction that
+# would meet the target at once, and never by more than a factor 1.25, so it settles without
+# swinging past. The prediction matters: once the weights train quantized their steps start from
+# the max rule and the estimate falls for many epochs at a constant lambda (tiny preset: 27 kB to
+# 2.3 kB over 40 epochs), so steering on the estimate itself raises lambda while the fall alone
+# would reach the target, and crushes quality.
+STEER_GAIN = 1.0
+STEER_LIMIT = 1.25
+STEER_MAX_RATIO = 0.9  # the slowest decay a prediction assumes (per epoch)
+# Lambda stays within this factor of where it started (quality levels 1 and 7 are 27x away): a
+# target out of reach ends at the edge of the quality range, not at a crushed session.
+STEER_RANGE = 100.0
+
+
+def predicted_bytes(estimates: list[float], epochs_left: int) -> float:
+    """The size the estimate is heading for by the end of training: its last two falls taken as
+    a geometric decay, continued for the epochs left (the last estimate when it is not falling)."""
+    if len(estimates) < 3:
+        return estimates[-1]
+    before, last = estimates[-3] - estimates[-2], estimates[-2] - estimates[-1]
+    if before <= 0 or last <= 0:
+        return estimates[-1]
+    ratio = min(last / before, STEER_MAX_RATIO)
+    return estimates[-1] - last * ratio * (1 - ratio**epochs_left) / (1 - ratio)
+
+
+def steer_rate(predicted: float, target_bytes: float) -> float:
+    """Factor for lambda after an epoch whose estimate is heading for `predicted` bytes."""
+    factor = (max(predicted, 1.0) / target_bytes) ** STEER_GAIN
+    return min(STEER_LIMIT, max(1 / STEER_LIMIT, factor))
 
 
 @contextlib.contextmanager
@@ -544,6 +596,7 @@ def fit_session(
         epochs=sum(1 for p in trainer.history if p.phase == "train"),
         recoveries=trainer.recoveries,
         history=trainer.history,
+        rate_lambda=trainer.rate_lambda,
     )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pfnr_codec.cli import app, main
+from pfnr_codec.cli import _size, app, main
 from pfnr_codec.container import lock_path_of
 from pfnr_codec.video import read_video
 
@@ -169,6 +169,27 @@ def test_error_cases_give_one_line_and_an_exit_code(encoded, clips, tmp_path):
         pfnr("encode", clips[0], "-a", tmp_path / "x.pfnr", "--frames", "5:99"), 1, "5:99"
     )
     one_line_error(pfnr("encode", clips[0], "-a", tmp_path / "x.pfnr", "--bits", "12"), 2, "bits")
+    for size in ("12x", "-5", "0"):
+        one_line_error(
+            pfnr("encode", clips[0], "-a", tmp_path / "x.pfnr", "--target-size", size),
+            2,
+            "--target-size",
+        )
+    one_line_error(
+        pfnr(
+            "encode",
+            clips[0],
+            "-a",
+            tmp_path / "x.pfnr",
+            "--target-size",
+            "9k",
+            "-q",
+            "--quality",
+            "3",
+        ),
+        2,
+        "quality",
+    )
     one_line_error(pfnr("decode", "-a", archive, "-s", "7"), 2, "no session 7")
     one_line_error(pfnr("decode", "-a", corrupt, "-s", "1"), 1, "corrupt.pfnr")
     one_line_error(pfnr("info", truncated), 1, "truncated.pfnr")
@@ -357,3 +378,17 @@ def test_a_reference_of_another_size_is_warned_about(encoded, clips, tmp_path):
     assert wrong.returncode == 0 and "warning" in wrong.stderr and "53x37" in wrong.stderr
     record = json.loads(pfnr(*args, "--reference", clips[2], "--json").stdout)
     assert len(record["warnings"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("150000", 150_000),
+        ("150k", 150_000),
+        ("1.5M", 1_500_000),
+        ("2MB", 2_000_000),
+        (" 7 kb", 7000),
+    ],
+)
+def test_a_target_size_reads_like_a_file_size(text, size):
+    assert _size(text) == size

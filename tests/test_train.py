@@ -10,9 +10,16 @@ import pytest
 import torch
 
 from pfnr_codec.config import PRESETS
+from pfnr_codec.errors import ConfigError
 from pfnr_codec.model import PFNR
 from pfnr_codec.render import render_frames, session_weights
-from pfnr_codec.train import TrainSettings, fit_session
+from pfnr_codec.train import (
+    STEER_LIMIT,
+    TrainSettings,
+    fit_session,
+    predicted_bytes,
+    steer_rate,
+)
 
 from synthetic import synthetic_frames, synthetic_tensor, textured_frames
 
@@ -305,3 +312,22 @@ def test_uint8_frames_train_exactly_as_their_float_form():
     assert b.psnr_float == a.psnr_float
     assert all(np.array_equal(a.tensors[n].codes, b.tensors[n].codes) for n in a.tensors)
     assert frames_a.tobytes() == frames_b.tobytes()
+
+
+def test_steering_raises_lambda_over_the_target_and_lowers_it_under_within_limits():
+    assert steer_rate(120.0, 100.0) > 1.0 > steer_rate(80.0, 100.0)
+    assert steer_rate(100.0, 100.0) == 1.0
+    assert steer_rate(1e9, 1.0) == STEER_LIMIT and steer_rate(1.0, 1e9) == 1 / STEER_LIMIT
+    assert steer_rate(-5.0, 100.0) == 1 / STEER_LIMIT  # a prediction past zero still steers
+    with pytest.raises(ConfigError, match="rate"):
+        TrainSettings(rate_lambda=0.0, target_bytes=1000.0)
+
+
+def test_a_falling_estimate_is_predicted_to_keep_falling_for_the_epochs_left():
+    halving = [800.0, 400.0, 200.0]  # falls of 400 then 200: a ratio of one half
+    assert predicted_bytes(halving, 1) == 100.0
+    assert predicted_bytes(halving, 1000) == pytest.approx(0.0)
+    assert predicted_bytes([800.0, 400.0], 5) == 400.0  # too short to tell
+    assert predicted_bytes([100.0, 120.0, 130.0], 5) == 130.0  # rising: no fall to continue
+    slow = predicted_bytes([1000.0, 999.0, 998.0], 10)  # the ratio is capped below one
+    assert 998.0 - 10 < slow < 998.0
