@@ -187,9 +187,8 @@ def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
 def _session_quality(options: EncodeOptions, preset_name: str) -> int | None:
     """The quality level a session of a rate-trained family was encoded at (None elsewhere:
     there the level is a property of the archive's widths)."""
-    if not trains_against_rate(get_preset(preset_name)) or options.rate_lambda is not None:
-        return None
-    if options.target_bytes is not None or options.target_bpp is not None:
+    chosen_rate = (options.rate_lambda, options.target_bytes, options.target_bpp)
+    if not trains_against_rate(get_preset(preset_name)) or any(x is not None for x in chosen_rate):
         return None
     return DEFAULT_QUALITY if options.quality is None else options.quality
 

@@ -66,8 +66,9 @@ class TrainSettings:
     quantize_aware: bool = True  # train through the quantized weights once the mask is fixed
     loss: str = "mse"
     rate_lambda: float = DEFAULT_RATE_LAMBDA  # weight of the estimated bits per pixel in the loss
-    # Bytes the session should take: lambda is steered after every epoch towards the estimate
-    # that meets them (`steer_rate`), starting from `rate_lambda`. None: lambda stays put.
+    # Bytes the session should take: from `rate_lambda`, lambda is steered after every quantized
+    # epoch towards the size the estimate is heading for (`predicted_bytes`, `steer_rate`).
+    # None: lambda stays put.
     target_bytes: float | None = None
     growth: float = 0.25  # share of the base widths a session adds when its network is full
 
