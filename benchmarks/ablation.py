@@ -33,9 +33,8 @@ from benchmarks.common import (
     write_markdown,
     write_records,
 )
-from benchmarks.pfnr_runs import encode_point
+from benchmarks.pfnr_runs import encode_point, whole_clip_options
 from benchmarks.rd import working_size
-from pfnr_codec.api import EncodeOptions
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchor = anchors.make_anchor("x264", "medium")
         crfs = anchors.CRF_SWEEPS["x264"]["full"]
         x264[clip.name] = anchors.measure(clip, anchor, crfs, device, versions)
-        base = EncodeOptions(
-            epochs=10_000,  # the time budget decides
-            minutes=args.minutes,
-            frames=(0, clip.shape[0]),
-            device=args.device,
-        )
+        base = whole_clip_options(clip, args.device, args.minutes)
         for i, row in enumerate(ROWS):
             if args.rows is not None and i not in args.rows:
                 continue

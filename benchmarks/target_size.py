@@ -27,9 +27,8 @@ from benchmarks.common import (
     write_markdown,
     write_records,
 )
-from benchmarks.pfnr_runs import encode_point
+from benchmarks.pfnr_runs import encode_point, whole_clip_options
 from benchmarks.rd import working_size
-from pfnr_codec.api import EncodeOptions
 from pfnr_codec.container import read_archive
 from pfnr_codec.metrics import bpp
 
@@ -54,18 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in paths:
         clip = load_clip(path, None, working_size(args.preset, path))
         for target in args.targets:
-            options = EncodeOptions(
-                preset=args.preset,
-                epochs=10_000,  # the time budget decides
-                minutes=args.minutes,
-                frames=(0, clip.shape[0]),
-                device=args.device,
-                target_bpp=target,
+            options = whole_clip_options(
+                clip, args.device, args.minutes, preset=args.preset, target_bpp=target
             )
             settings = {"target_bpp": target, "minutes": args.minutes}
             archive = work / f"{clip.name}_{target:g}.pfnr"
             record = encode_point(clip, archive, options, device, versions, settings)
-            record.extra["rate_lambda"] = read_archive(archive).sessions[0].meta["rate_lambda"]
+            meta = read_archive(archive).sessions[0].meta
+            record.extra |= {"rate_lambda": meta["rate_lambda"], "rollbacks": meta["recoveries"]}
             records.append(record)
             write_records(records, args.out, args.name, machine)
     shutil.rmtree(work, ignore_errors=True)
@@ -74,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         landed = bpp(r.extra["session_bytes"], r.frames, r.height, r.width)
         target = r.settings["target_bpp"]
         rows.append([r.clip, target, landed, f"{landed / target - 1:+.1%}", r.psnr])
-        rows[-1] += [r.extra["epochs"], r.extra["rate_lambda"]]
-    header = ["clip", "target bpp", "session bpp", "miss", "PSNR", "epochs", "final lambda"]
+        rows[-1] += [r.extra["epochs"], r.extra["rollbacks"], r.extra["rate_lambda"]]
+    header = ["clip", "target", "session bpp", "miss", "PSNR", "epochs", "rollbacks", "lambda"]
     write_markdown(
         args.out / f"{args.name}.md",
         "pfnr encode --target-bpp: where sessions land",
@@ -85,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "of training per row, one row at a time. The session's bpp counts its own bytes in "
             "the file (as `pfnr encode` reports it; the file adds a header of a few hundred "
             "bytes); lambda starts at quality 4's and is steered after every epoch once the "
-            "weights train quantized.",
+            "weights train quantized (lambda: where it ended; rollbacks: collapses undone).",
             markdown_table(rows, header),
         ],
     )
