@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine, records = read_records(args.replot)
     else:
         machine, records = measure(args, mode, frames, stem)
-    write_report(records, machine, args.out, stem, mode, frames, args.preset)
+    write_report(records, machine, args.out, stem, mode, args.preset)
     return 0
 
 
@@ -199,7 +199,6 @@ def write_report(
     out: Path,
     stem: str,
     mode: str,
-    frames: int | None,
     preset: str,
 ) -> None:
     """Plots and the markdown report, from records only."""
@@ -207,13 +206,13 @@ def write_report(
     plot_rd(records, out / f"{stem}_msssim.png", "ms_ssim", title=f"RD (MS-SSIM), {mode}")
     header = ["clip", "test", "anchor", "BD-rate %", "over PSNR span dB", "BD-PSNR dB"]
     bd = markdown_table(bd_rows(records), [*header, "over rate span x"])
-    frames = frames or (records[0].frames if records else None)
+    counts = ", ".join(f"{clip} {n}" for clip, n in {r.clip: r.frames for r in records}.items())
     write_markdown(
         out / f"{stem}.md",
         f"pfnr rate-distortion ({mode} mode)",
         machine,
         [
-            f"Every codec codes the same frames ({frames or 'all'} per clip, from the start) at "
+            f"Every codec codes the same frames of a clip, from its start ({counts}), at "
             f"the working size of pfnr preset `{preset}`. Anchors: yuv420p, CRF sweep, "
             "bpp from the stream's bytes. pfnr: one fresh archive per point, bpp from the whole "
             "file; its budget (epochs, minutes cap, epochs actually run) is in the points table.",
