@@ -10,6 +10,7 @@ the archive's lock, writes, and talks to the user. Without torchrun nothing here
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import tempfile
@@ -84,7 +85,13 @@ def join(world: World, device: torch.device) -> None:
 
 
 def leave() -> None:
+    """Leave the process group together, with nothing left holding it. A rank that tears gloo
+    down while a peer is still sending, or whose DistributedDataParallel wrappers (reference
+    cycles) survive until the interpreter shuts down, dies of SIGABRT ("terminate called without
+    an active exception") after its work is done, and torchrun then fails the whole run."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        _collective(dist.barrier)
         dist.destroy_process_group()
 
 

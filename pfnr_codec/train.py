@@ -39,7 +39,7 @@ from .quant import quantize, quantize_with_scales
 from .rate import RateModel, rate_weight
 from .video import unit_float
 
-COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' best PSNR so far counts as a collapse
+COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' PSNR at their last visit collapsed
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
 LOSSES = ("mse", "l1-ssim")
@@ -338,10 +338,12 @@ class _Trainer:
         groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
         optimizer = torch.optim.Adam(groups, betas=(self.settings.adam_beta1, 0.999))
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
-        best_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
-        # Best PSNR seen per frame: frames differ by many dB, so a batch is judged against its own
-        # frames' history, never against the epoch average (which small batches straddle).
-        frame_best = np.full(n, -math.inf)
+        last_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
+        # PSNR of each frame at its last visit: frames differ by many dB, so a batch is judged
+        # against its own frames, never against the epoch average (which small batches straddle).
+        # Not against their best: a rate steered upwards lowers PSNR on purpose, epoch by epoch,
+        # while a collapse drops it between two visits.
+        frame_last = np.full(n, -math.inf)
         durations: list[float] = []  # wall seconds of each finished epoch (rollbacks included)
         cap = epochs  # a time budget re-fits `epochs` below this after every epoch
         steps_per_epoch = math.ceil(n / (self.settings.batch_size * world.size))
@@ -372,12 +374,12 @@ class _Trainer:
                 batch_psnr = np.array([psnr_from_mse(m) for m in per_frame])
                 rows = idx.cpu().numpy()
                 collapsed = not math.isfinite(loss.item()) or np.mean(batch_psnr) < (
-                    np.mean(frame_best[rows]) - COLLAPSE_DROP_DB
+                    np.mean(frame_last[rows]) - COLLAPSE_DROP_DB
                 )
                 if distributed.any_rank(world, collapsed):  # every rank rolls back together
                     collapsed = True
                     break
-                frame_best[rows] = np.maximum(frame_best[rows], batch_psnr)
+                frame_last[rows] = batch_psnr
                 if step == 0:
                     sound = pending  # this batch ran on the saved state: it holds
                 optimizer.zero_grad(set_to_none=True)
@@ -394,13 +396,12 @@ class _Trainer:
                 optimizer.load_state_dict(sound[1])
                 pending = sound
                 # Judge what follows against the restored state, not the quality it never had.
-                frame_best[:] = -math.inf
+                frame_last[:] = -math.inf
                 continue
             epoch += 1
             loss_sum, mse_sum = distributed.all_sum(world, [loss_sum, mse_sum])
             seen = steps_per_epoch * self.settings.batch_size * world.size if world.active else n
-            psnr = psnr_from_mse(mse_sum / seen)
-            best_psnr = max(best_psnr, psnr)
+            psnr = last_psnr = psnr_from_mse(mse_sum / seen)
             pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
             elapsed = time.monotonic() - start
             durations.append(elapsed - sum(durations))
@@ -432,7 +433,7 @@ class _Trainer:
             if on_progress is not None:
                 on_progress(record)
         final = self.evaluate(weights)
-        if final < best_psnr - COLLAPSE_DROP_DB:
+        if final < last_psnr - COLLAPSE_DROP_DB:
             self._load(sound[0])
             final = self.evaluate(weights)
         return final

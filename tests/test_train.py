@@ -15,6 +15,7 @@ from pfnr_codec.model import PFNR
 from pfnr_codec.render import render_frames, session_weights
 from pfnr_codec.train import (
     STEER_LIMIT,
+    STEER_RANGE,
     TrainSettings,
     fit_session,
     predicted_bytes,
@@ -321,6 +322,27 @@ def test_steering_raises_lambda_over_the_target_and_lowers_it_under_within_limit
     assert steer_rate(-5.0, 100.0) == 1 / STEER_LIMIT  # a prediction past zero still steers
     with pytest.raises(ConfigError, match="rate"):
         TrainSettings(rate_lambda=0.0, target_bytes=1000.0)
+
+
+def test_a_rate_steered_up_lowers_psnr_on_purpose_without_a_rollback():
+    """Aimed at an impossible 1 byte, lambda climbs to its ceiling and PSNR falls by design over
+    many epochs. That is no collapse: the guard compares a batch with its frames' last visit,
+    not with their best, so training is never rolled back (rollbacks cost a session epochs)."""
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=7)
+    target = synthetic_frames(FRAMES, CONFIG.height, CONFIG.width, seed=7)
+    tiny = {**PRESETS["tiny"].train, "epochs": 40, "batch_size": 2}
+    psnr, fits = {}, {}
+    for aim in (None, 1.0):
+        torch.manual_seed(0)
+        model = PFNR(CONFIG)
+        fit = fit_session(model, clip, TrainSettings(**tiny, target_bytes=aim), session_seed=1)
+        fits[aim] = fit
+        psnr[aim] = _psnr(render_frames(model, _weights(model, fit), fit.head), target)
+    squeezed = fits[1.0]
+    assert squeezed.rate_lambda == pytest.approx(TrainSettings(**tiny).rate_lambda * STEER_RANGE)
+    assert psnr[1.0] < psnr[None] - 4.0, psnr
+    assert squeezed.recoveries == 0
+    assert squeezed.epochs == 40
 
 
 def test_a_falling_estimate_is_predicted_to_keep_falling_for_the_epochs_left():
