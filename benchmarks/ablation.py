@@ -59,11 +59,12 @@ ROWS = [
         "cpu",
         {"model": {"fine_block": None}},
     ),
-    Row("latent grids + fine latents at 1/4 size (default)", "cpu"),
+    Row("latent grids + fine latents at 1/4 size, cells per scene (default)", "cpu"),
     Row("fine latents every 4 frames", "cpu", {"model": {"fine_step": 4}}),
     Row("fine latents at 1/2 size", "cpu", {"model": {"fine_block": 2}}),
     Row("default without the f-NeRV (FSO) block", "cpu", {"model": {"fso_block": None}}),
     Row("default, weights rounded at the end", "cpu", {"quantize_aware": False}),
+    Row("default, grids straddle scene cuts", "cpu", {"scene_cuts": False}),
 ]
 
 

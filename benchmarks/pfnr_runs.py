@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks.common import Clip, Record, bits_per_pixel, quality
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
 from pfnr_codec.config import DEFAULT_QUALITY
+from pfnr_codec.container import read_archive
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ def encode_point(
             "decode_fps": decoded.frames_per_second,
             "bit_exact": decoded.matches_encode,
             "encoder_psnr": report.psnr,
+            "scenes": report.scenes,
+            "recoveries": read_archive(archive).sessions[0].meta.get("recoveries"),
         },
     )
 

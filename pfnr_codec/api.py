@@ -24,6 +24,7 @@ from .bitstream import pack_session, stream_category
 from .config import (
     DEFAULT_QUALITY,
     DEFAULT_RATE_LAMBDA,
+    ModelConfig,
     check_quality,
     get_preset,
     quality_lambda,
@@ -44,7 +45,8 @@ from .growth import check_store_size, growth_for, layer_widths
 from .metrics import MS_SSIM_WINDOW, bpp, ms_ssim, psnr
 from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
-from .session_meta import SessionMeta
+from .scenes import scene_starts
+from .session_meta import SCENES_VERSION, SessionMeta
 from .train import Progress, TrainSettings, fit_session
 from .video import VideoInfo, channels_first, probe_video, read_video, resize_frames
 
@@ -80,6 +82,7 @@ class EncodeOptions:
     width_scale: float = 1.0  # times the quality's width (benchmarks size baselines with it)
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields for a new archive
     lock_wait: float = 0.0
+    scene_cuts: bool = True  # latent grids follow the scene cuts found in the video
 
 
 @dataclass
@@ -102,6 +105,7 @@ class SessionReport:
     encode_seconds: float | None
     epochs: int | None
     added_channels: int = 0  # channels the session added to the shared network (growth)
+    scenes: int = 1  # scenes its latent grids follow (cuts found at encode + 1)
     notes: tuple[str, ...] = ()  # what the encoder should be told about its budget
 
     def to_dict(self) -> dict[str, Any]:
@@ -388,6 +392,7 @@ def encode_video(
             size = (config.height, config.width)
             frames = channels_first(read_video(video, options.frames, size)[0])
         settings = _aimed(nxt.settings, options, len(frames), config)
+        scenes = _scenes(frames, config, nxt.version) if options.scene_cuts else (0,)
         targets = frames.transpose(0, 2, 3, 1)  # (T, H, W, 3), what the session is measured on
         target_tensor = torch.from_numpy(frames)
         if not world.active:  # ranks keep the frames in host memory and move batches
@@ -399,6 +404,7 @@ def encode_video(
             options.seed * SEED_STRIDE + count + 1,
             progress if world.is_main else None,
             world,
+            scenes,
         )
         if not world.is_main:
             return None
@@ -424,6 +430,7 @@ def encode_video(
             "quality": _session_quality(options, nxt.preset),
             "rate_lambda": fit.rate_lambda,
             "grow": list(nxt.grow),
+            **({"scenes": list(scenes)} if len(scenes) > 1 else {}),
             "psnr": psnr(decoded, targets),
             "ms_ssim": ms_ssim(decoded, targets),
             "psnr_float": fit.psnr_float,
@@ -449,6 +456,14 @@ def encode_video(
     if info.bit_depth > 8:
         notes += (f"the source has {info.bit_depth}-bit samples; pfnr codes 8-bit RGB",)
     return replace(report, notes=notes)
+
+
+def _scenes(frames: np.ndarray, config: ModelConfig, version: tuple[int, int]) -> tuple[int, ...]:
+    """Where the session's scenes start, for latent grids that follow them (files from 1.3 on;
+    an append to an older file keeps what that version defines: one scene)."""
+    if not config.latent or version < SCENES_VERSION:
+        return (0,)
+    return scene_starts(frames)
 
 
 @contextmanager
@@ -521,6 +536,7 @@ def _session_report(
         encode_seconds=meta.encode_seconds,
         epochs=meta.epochs,
         added_channels=sum(grow),
+        scenes=len(meta.scenes),
     )
 
 

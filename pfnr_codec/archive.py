@@ -23,7 +23,7 @@ from .entropy import CODERS, EntropyCoder, get_coder
 from .errors import ArchiveError, UsageError
 from .growth import SharedWeights, check_grow, check_store_size
 from .model import PFNR, Head
-from .session_meta import SessionMeta
+from .session_meta import SCENES_VERSION, SessionMeta
 
 MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
@@ -116,11 +116,13 @@ def load_archive(path: Path, device: torch.device, upto: int | None = None) -> L
     count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
     chunks = contents.sessions[:count]
     frames = [meta.frames for meta in metas[:count]]
-    for i, n in enumerate(frames):
-        if config.latent_values(n) > MAX_LATENT_VALUES:
+    # Files before 1.3 know no scenes: a key a writer of theirs could not mean is ignored.
+    scenes = [meta.scenes if contents.version >= SCENES_VERSION else (0,) for meta in metas[:count]]
+    for i, (n, cuts) in enumerate(zip(frames, scenes, strict=True)):
+        if config.latent_values(n, cuts) > MAX_LATENT_VALUES:
             raise ArchiveError(
-                f"{path}: session {i + 1} would hold {config.latent_values(n)} latent values "
-                f"(limit {MAX_LATENT_VALUES})"
+                f"{path}: session {i + 1} would hold {config.latent_values(n, cuts)} latent "
+                f"values (limit {MAX_LATENT_VALUES})"
             )
     grows = [grow_of(config, meta, path, i + 1) for i, meta in enumerate(metas[:count])]
     check_store_size(config, grows, str(path))
@@ -130,7 +132,7 @@ def load_archive(path: Path, device: torch.device, upto: int | None = None) -> L
         view = store.view(i + 1, grow)
         try:
             masks, head = unpack_session(
-                chunks[i].streams, view, loaded.coder, frames[i], contents.version
+                chunks[i].streams, view, loaded.coder, frames[i], contents.version, scenes[i]
             )
         except ArchiveError as exc:
             raise ArchiveError(f"{path}: session {i + 1}: {exc}") from None

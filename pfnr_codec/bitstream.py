@@ -100,9 +100,10 @@ def unpack_session(
     coder: EntropyCoder,
     frames: int,
     version: tuple[int, int],
+    scenes: tuple[int, ...] = (0,),
 ) -> tuple[dict[str, Tensor], Head]:
-    """Replay a stored session of `frames` frames from a file of format `version` into `model`
-    (freezing its weights); returns its masks and head."""
+    """Replay a stored session of `frames` frames in `scenes` from a file of format `version` into
+    `model` (freezing its weights); returns its masks and head."""
     masks: dict[str, Tensor] = {}
     try:
         for name, mw in model.masked_weights().items():
@@ -116,7 +117,7 @@ def unpack_session(
             mask_t = torch.from_numpy(mask).to(mw.used.device)
             mw.claim(mask_t, codes, scales)
             masks[name] = mask_t
-        head = model.new_head(frames)
+        head = model.new_head(frames, scenes)
         conv = head.conv
         weight = decode_floats(_stream(streams, "head/weight"), conv.weight.numel())
         bias = decode_floats(_stream(streams, "head/bias"), conv.bias.numel())

@@ -144,15 +144,15 @@ class ModelConfig:
         macs += self.channels[-1] * 3 * self.height * self.width
         return macs / (self.height * self.width)
 
-    def latent_values(self, frames: int) -> int:
-        """Latent values a session of `frames` frames stores (0 for the time input)."""
+    def latent_values(self, frames: int, scenes: tuple[int, ...] = (0,)) -> int:
+        """Latent values a session of `frames` frames in `scenes` stores (0 for the time input)."""
         if not self.latent:
             return 0
         cells = self.base_height * self.base_width * self.latent_channels
-        count = sum(latent_cells(frames, step) for step in self.latent_steps) * cells
+        count = sum(latent_cells(frames, step, scenes) for step in self.latent_steps) * cells
         if self.fine_block is not None:
             h, w = self.block_input_size(self.fine_block)
-            count += latent_cells(frames, self.fine_step) * h * w * self.fine_channels
+            count += latent_cells(frames, self.fine_step, scenes) * h * w * self.fine_channels
         return count
 
     @classmethod
@@ -189,8 +189,14 @@ class ModelConfig:
 INPUTS = ("time", "latent")
 
 
-def latent_cells(frames: int, step: int) -> int:
-    """Cells of a latent grid with a cell every `step` frames: the last frame always has one."""
+def latent_cells(frames: int, step: int, scenes: tuple[int, ...] = (0,)) -> int:
+    """Cells of a latent grid with a cell every `step` frames of each scene (`scenes`: the first
+    frame of each, from 0): the last frame of every scene always has one."""
+    ends = (*scenes[1:], frames)
+    return sum(_scene_cells(end - start, step) for start, end in zip(scenes, ends, strict=True))
+
+
+def _scene_cells(frames: int, step: int) -> int:
     return (frames - 1) // step + 1 + (1 if step > 1 and (frames - 1) % step else 0)
 
 

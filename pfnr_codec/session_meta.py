@@ -26,6 +26,8 @@ MAX_SHORT_TEXT = 64  # characters of `device`, `created`
 MAX_GROW_ENTRIES = 9  # one per growable layer: the stem and at most 8 blocks
 MAX_COUNT = 1 << 62  # any other integer (weights, epochs, seed): |value| below this
 MAX_SOURCE_FRAME = 1 << 31
+MAX_SCENES = 65536  # entries of `scenes`
+SCENES_VERSION = (1, 3)  # the first format version whose sessions may have `scenes`
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -52,6 +54,7 @@ class SessionMeta:
     quality: int | None = None  # the level that set `rate_lambda` (families with a rate term)
     rate_lambda: float | None = None
     grow: tuple[int, ...] | None = None
+    scenes: tuple[int, ...] = (0,)  # (1.3) first frame of each scene; latent grids follow them
     psnr: float | None = None
     ms_ssim: float | None = None
     psnr_float: float | None = None
@@ -83,6 +86,12 @@ class SessionMeta:
             raise ArchiveError(
                 f"{where}: 'source_frames' {list(source_frames)} does not span "
                 f"'frames' = {values['frames']} frames"
+            )
+        scenes = values.get("scenes")
+        if scenes is not None and scenes[-1] >= values["frames"]:
+            raise ArchiveError(
+                f"{where}: 'scenes' starts a scene at frame {scenes[-1]}, past the session's "
+                f"{values['frames']} frames"
             )
         return cls(**values)
 
@@ -174,6 +183,20 @@ def _grow(value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _scenes(value: Any, where: str) -> tuple[int, ...]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= MAX_SCENES
+        or not all(_is_int(v) and 0 <= v < MAX_FRAMES for v in value)
+        or value[0] != 0
+        or any(b <= a for a, b in zip(value, value[1:], strict=False))
+    ):
+        raise _fail(
+            where, f"a list of 1..{MAX_SCENES} increasing frame numbers starting at 0", value
+        )
+    return tuple(value)
+
+
 def _sha256(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise _fail(where, "64 lowercase hexadecimal digits", value)
@@ -192,6 +215,7 @@ _CHECKS = {
     "quality": _optional(_int_in(1, 7)),
     "rate_lambda": _optional(_number(0.0, 1e6)),
     "grow": _optional(_grow),
+    "scenes": _optional(_scenes),
     "psnr": _optional(_number(-1000.0, 1000.0)),
     "ms_ssim": _optional(_number(-1.0, 1.0)),
     "psnr_float": _optional(_number(-1000.0, 1000.0)),

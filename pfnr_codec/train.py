@@ -170,23 +170,31 @@ def learning_rate_at(progress: float, base: float, warmup: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, rest)))
 
 
-def begin_session(model: PFNR, settings: TrainSettings, session_seed: int, frames: Tensor) -> Head:
-    """Fresh free weights, scores and head for a session of `frames` (T, 3, H, W), drawn from
-    the session's own seed; latent grids start as a projection of the downsampled frames."""
+def begin_session(
+    model: PFNR,
+    settings: TrainSettings,
+    session_seed: int,
+    frames: Tensor,
+    scenes: tuple[int, ...] = (0,),
+) -> Head:
+    """Fresh free weights, scores and head for a session of `frames` (T, 3, H, W) in `scenes`,
+    drawn from the session's own seed; latent grids start as a projection of the frames."""
     generator = torch.Generator().manual_seed(session_seed)
     torch.manual_seed(session_seed)
     for mw in model.masked_weights().values():
         mw.reset_session(generator, settings.capacity)
-    return start_head(model, frames, generator)
+    return start_head(model, frames, generator, scenes)
 
 
-def start_head(model: PFNR, frames: Tensor, generator: torch.Generator) -> Head:
-    """A fresh head for `frames` (T, 3, H, W). The per-frame grid and the fine grid start as a
-    fixed random projection of each cell's frame, area-downsampled to the grid (content from the
-    first step); slower grids start at zero and learn only what the fast ones cannot say, which
-    measured cheaper in bits than starting every grid from the frames."""
+def start_head(
+    model: PFNR, frames: Tensor, generator: torch.Generator, scenes: tuple[int, ...] = (0,)
+) -> Head:
+    """A fresh head for `frames` (T, 3, H, W) in `scenes`. The per-frame grid and the fine grid
+    start as a fixed random projection of each cell's frame, area-downsampled to the grid (content
+    from the first step); slower grids start at zero and learn only what the fast ones cannot say,
+    which measured cheaper in bits than starting every grid from the frames."""
     device = next(model.buffers()).device
-    head = model.new_head(frames.shape[0])
+    head = model.new_head(frames.shape[0], scenes)
     with torch.no_grad():
         for grid in head.grids().values():
             if grid.step != 1 and grid is not head.fine:
@@ -521,15 +529,17 @@ def fit_session(
     session_seed: int,
     on_progress: ProgressCallback | None = None,
     world: World = SINGLE,
+    scenes: tuple[int, ...] = (0,),
 ) -> SessionFit:
     """Train a new session on `frames` (T, 3, H, W), uint8 or float in [0, 1] (uint8 frames take a
-    quarter of the memory and are converted a batch at a time), and freeze it into `model`.
+    quarter of the memory and are converted a batch at a time), and freeze it into `model`. Its
+    latent grids lay their cells out scene by scene (`scenes`: the first frame of each).
 
     Under torchrun every rank calls this with the same network, frames and seed; each trains on
     its share of every batch, and the ranks check that they hold the same network before and after.
     `frames` may stay in host memory while the model runs on a GPU (batches move one at a time).
     """
-    head = begin_session(model, settings, session_seed, frames)
+    head = begin_session(model, settings, session_seed, frames, scenes)
     distributed.check_same_state(world, [model, head], "at the start of the session")
     rate = RateModel(model, settings.bits)
     trainer = _Trainer(model, head, frames, settings, rate, world)

@@ -32,9 +32,9 @@ from pfnr_codec.errors import ArchiveError
 from pfnr_codec.session_meta import _CHECKS, SessionMeta
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-V10, V11, V12 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(3))
+V10, V11, V12, V13 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(4))
 # Crafted files carry this reader's version bytes: the latent golden they start from is the newest.
-LATENT = V12
+LATENT = V13
 NAN, INF = float("nan"), float("inf")
 SECONDS = 5.0  # per case, in-process (the reader must refuse quickly, not after minutes)
 NAMED, ANY, MAYBE = "named", "any", "maybe"  # refused naming the field / refused / may be valid
@@ -117,6 +117,7 @@ def _model_cases() -> list[tuple[str, str, Any, bool]]:
 def _meta_cases() -> list[tuple[str, str, Any, bool]]:
     """(id, key, value, expectation) for every session key (docs/FORMAT.md)."""
     optional = {"grow", "psnr", "ms_ssim", "psnr_float", "encode_seconds", "quality", "rate_lambda"}
+    optional |= {"scenes"}
     numbers = {"psnr", "psnr_float", "ms_ssim", "encode_seconds", "capacity", "fps", "rate_lambda"}
     cases = []
     for key in _CHECKS:
@@ -156,6 +157,8 @@ def _meta_cases() -> list[tuple[str, str, Any, bool]]:
         ("name=long", "name", "n" * 5000, NAMED),
         ("sha256=upper", "sha256", "A" * 64, NAMED),
         ("grow=too many", "grow", [0] * 10, NAMED),
+        ("scenes=past the end", "scenes", [0, 10**6], NAMED),
+        ("scenes=too many", "scenes", list(range(65537)), NAMED),
         ("grow=one too wide", "grow", [5000, 0, 0, 0], NAMED),
         ("fps=max", "fps", 10_000, MAYBE),
         ("original_size=min", "original_size", [1, 1], MAYBE),
@@ -274,7 +277,7 @@ def test_session_meta_that_is_not_an_object_or_lacks_frames(tmp_path: Path):
 
 
 def test_session_meta_of_the_golden_archives_passes_and_round_trips():
-    for golden in (V10, V11, V12):
+    for golden in (V10, V11, V12, V13):
         for session in read_archive(golden).sessions:
             meta = SessionMeta.from_dict(session.meta)
             assert meta.frames == session.meta["frames"]

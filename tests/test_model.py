@@ -199,6 +199,42 @@ def test_latent_grids_interpolate_linearly_between_cells_and_clamp_past_the_end(
     assert grid(torch.tensor([0, 4])).flatten().tolist() == [0, 4]  # reads rounded values
 
 
+def test_scene_cells_never_mix_two_scenes():
+    """Scenes start at 0, 5 and 6 (a one-frame scene) of 12 frames: each scene has its own run of
+    cells, a frame reads only its scene's cells, and within a scene it interpolates as a grid of
+    that scene's length would."""
+    scenes = (0, 5, 6)
+    grid = LatentGrid(12, 4, 1, 1, 1, scenes)
+    assert grid.cells == latent_cells(5, 4) + latent_cells(1, 4) + latent_cells(6, 4) == 6
+    assert latent_cells(12, 4, scenes) == grid.cells
+    assert grid.cell_frames().tolist() == [0, 4, 5, 6, 10, 11]
+    with torch.no_grad():  # cells of scene k hold 100 k + the frame they sit on in the scene
+        grid.values.copy_(torch.tensor([0.0, 4, 100, 200, 204, 208]).view(6, 1, 1, 1))
+    out = grid(torch.arange(13)).flatten().tolist()
+    assert out[:5] == [0, 1, 2, 3, 4]
+    assert out[5] == 100
+    assert out[6:12] == [200, 201, 202, 203, 204, 205]
+    assert out[12] == 205  # past the end: the last frame
+    per_frame = LatentGrid(12, 1, 1, 1, 1, scenes)  # a cell per frame, whatever the scenes
+    assert per_frame.cells == 12 and per_frame.cell_frames().tolist() == list(range(12))
+
+
+def test_one_scene_reads_exactly_as_a_grid_without_scenes():
+    """Sessions of files before scenes existed decode to the same bits."""
+    plain, one = LatentGrid(11, 4, 2, 3, 3), LatentGrid(11, 4, 2, 3, 3, (0,))
+    with torch.no_grad():
+        plain.values.copy_(torch.randint(-9, 10, plain.values.shape).float())
+        one.values.copy_(plain.values)
+    frames = torch.arange(13)
+    manual = []
+    for k in frames.clamp(max=10).tolist():
+        low = min(k // 4, plain.cells - 2)
+        frac = torch.tensor((k - low * 4) / 4, dtype=torch.float32)
+        manual.append(plain.values[low] * (1 - frac) + plain.values[low + 1] * frac)
+    assert torch.equal(one(frames), plain(frames))
+    assert torch.equal(plain(frames), torch.stack(manual))
+
+
 def test_a_latent_session_sees_only_its_own_latents():
     config = PRESETS["tiny"].model_config(30, 44)
     model = PFNR(config)

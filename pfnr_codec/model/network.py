@@ -109,21 +109,25 @@ class Block(nn.Module):
 
 class Head(nn.Module):
     """A session's own parts: its output layer (1x1 conv to RGB, then (tanh + 1) / 2) and, in the
-    latent family, its latent grids. `frames` is the session's length N_s."""
+    latent family, its latent grids. `frames` is the session's length N_s, `scenes` the first
+    frame of each of its scenes (grids lay their cells out scene by scene)."""
 
-    def __init__(self, config: ModelConfig, frames: int) -> None:
+    def __init__(self, config: ModelConfig, frames: int, scenes: tuple[int, ...] = (0,)) -> None:
         super().__init__()
-        self.frames = frames
+        self.frames, self.scenes = frames, scenes
         self.conv = nn.Conv2d(config.channels[-1], 3, kernel_size=1)
         self.latents = nn.ModuleList()
         self.fine = None
         if config.latent:
             h, w = config.base_height, config.base_width
             for step in config.latent_steps:
-                self.latents.append(LatentGrid(frames, step, config.latent_channels, h, w))
+                grid = LatentGrid(frames, step, config.latent_channels, h, w, scenes)
+                self.latents.append(grid)
             if config.fine_block is not None:
                 fh, fw = config.block_input_size(config.fine_block)
-                self.fine = LatentGrid(frames, config.fine_step, config.fine_channels, fh, fw)
+                self.fine = LatentGrid(
+                    frames, config.fine_step, config.fine_channels, fh, fw, scenes
+                )
 
     def grids(self) -> dict[str, LatentGrid]:
         """Every latent grid by its stream name."""
@@ -169,9 +173,9 @@ class PFNR(nn.Module):
         """Every shared tensor by a stable name (the archive's stream names derive from it)."""
         return {n: m for n, m in self.named_modules() if isinstance(m, MaskedWeight)}
 
-    def new_head(self, frames: int) -> Head:
-        """The own parts of a new session of `frames` frames."""
-        return Head(self.config, frames)
+    def new_head(self, frames: int, scenes: tuple[int, ...] = (0,)) -> Head:
+        """The own parts of a new session of `frames` frames in `scenes`."""
+        return Head(self.config, frames, scenes)
 
     def features(
         self, indices: Tensor, head: Head, weights: dict[str, Tensor] | None = None

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint  # noqa: E402
-from pfnr_codec.container import FORMAT_VERSION  # noqa: E402
+from pfnr_codec.container import FORMAT_VERSION, read_archive  # noqa: E402
 from pfnr_codec.entropy import encode_latents, get_coder  # noqa: E402
 from pfnr_codec.video import write_video  # noqa: E402
 
@@ -31,10 +31,16 @@ def main() -> None:
     archive.unlink(missing_ok=True)
     expected = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for session, (seed, size) in enumerate([(101, (30, 44)), (102, (26, 38))], start=1):
+        # Session 2 holds two scenes (4 + 5 frames, unrelated): its latent grids follow them (1.3).
+        clips = [
+            synthetic_frames(6, 30, 44, seed=101),
+            np.concatenate([synthetic_frames(n, 26, 38, seed=s) for n, s in ((4, 102), (5, 103))]),
+        ]
+        for session, frames in enumerate(clips, start=1):
             clip = Path(tmp) / f"golden{session}.mkv"
-            write_video(synthetic_frames(6, *size, seed=seed), clip, fps=25)
+            write_video(frames, clip, fps=25)
             encode_video(archive, clip, EncodeOptions(preset="tiny", epochs=4, device="cpu"))
+        assert read_archive(archive).sessions[1].meta.get("scenes") == [0, 4], "no scenes"
         for session in (1, 2):
             frames = decode_session(
                 archive, session, size="working", exact=True, device="cpu"
