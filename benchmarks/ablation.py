@@ -65,6 +65,11 @@ ROWS = [
     Row("default without the f-NeRV (FSO) block", "cpu", {"model": {"fso_block": None}}),
     Row("default, weights rounded at the end", "cpu", {"quantize_aware": False}),
     Row("default, grids straddle scene cuts", "cpu", {"scene_cuts": False}),
+    Row(
+        "default, narrower network (channels 32/24/12, stem 16)",
+        "cpu",
+        {"model": {"channels": (32, 24, 12), "base_channels": 16}},
+    ),
 ]
 
 
@@ -73,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("clips", nargs="*", type=Path, help="videos (default: bunny, bikes)")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per row")
     parser.add_argument("--preset", default="cpu", help="sets the working size")
+    parser.add_argument("--quality", type=int, help="every row's --quality (default: the preset's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="ablation")
@@ -93,12 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchor = anchors.make_anchor("x264", "medium")
         crfs = anchors.CRF_SWEEPS["x264"]["full"]
         x264[clip.name] = anchors.measure(clip, anchor, crfs, device, versions)
-        base = whole_clip_options(clip, args.device, args.minutes)
+        base = whole_clip_options(clip, args.device, args.minutes, quality=args.quality)
         for i, row in enumerate(ROWS):
             if args.rows is not None and i not in args.rows:
                 continue
             options = replace(base, preset=row.preset, **row.options)
             settings = {"row": row.label, "preset": row.preset, "minutes": args.minutes}
+            settings |= {"quality": args.quality} if args.quality is not None else {}
             settings |= {k: str(v) for k, v in row.options.items()}
             archive = work / f"{clip.name}_{i}.pfnr"
             records.append(encode_point(clip, archive, options, device, versions, settings))
@@ -121,13 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     header = ["clip", "setting", "epochs", "bytes", "bpp", "PSNR", "MS-SSIM", "weights B"]
     header += ["latents B", "x x264"]
+    quality = "the default quality" if args.quality is None else f"quality {args.quality}"
     write_markdown(
         args.out / f"{args.name}.md",
         "pfnr rate-distortion levers at equal wall time",
         machine,
         [
             f"Whole clips at the `{args.preset}` preset's working size, {args.minutes:g} minutes "
-            "of training per row, one row at a time; bpp from the whole file, PSNR of the decoded "
+            f"of training per row at {quality}, one row at a time; bpp from the whole file, PSNR of the decoded "
             "session against the resized source. 'x x264': the row's bpp over the bpp x264 "
             "medium needs for the same PSNR on the same frames, measured in this run (CRF sweep, "
             "log-rate interpolated): a one-point stand-in for BD-rate, lower is better.",
