@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clips", nargs="*", type=Path, help="videos (default: bunny, bikes)")
     parser.add_argument("--minutes", type=float, default=3.0, help="training budget per row")
+    parser.add_argument(
+        "--epochs", type=int, help="train every row this many epochs instead (equal epochs)"
+    )
     parser.add_argument("--preset", default="cpu", help="sets the working size")
     parser.add_argument("--quality", type=int, help="every row's --quality (default: the preset's)")
     parser.add_argument("--device", default="cpu")
@@ -99,12 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         anchor = anchors.make_anchor("x264", "medium")
         crfs = anchors.CRF_SWEEPS["x264"]["full"]
         x264[clip.name] = anchors.measure(clip, anchor, crfs, device, versions)
-        base = whole_clip_options(clip, args.device, args.minutes, quality=args.quality)
+        if args.epochs is None:
+            base = whole_clip_options(clip, args.device, args.minutes, quality=args.quality)
+        else:
+            base = whole_clip_options(clip, args.device, None, args.epochs, quality=args.quality)
         for i, row in enumerate(ROWS):
             if args.rows is not None and i not in args.rows:
                 continue
             options = replace(base, preset=row.preset, **row.options)
             settings = {"row": row.label, "preset": row.preset, "minutes": args.minutes}
+            if args.epochs is not None:
+                settings = {"row": row.label, "preset": row.preset, "epochs": args.epochs}
             settings |= {"quality": args.quality} if args.quality is not None else {}
             settings |= {k: str(v) for k, v in row.options.items()}
             archive = work / f"{clip.name}_{i}.pfnr"
@@ -116,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r.clip,
             r.settings["row"],
             r.extra["epochs"],
+            round(r.encode_s),
             r.bytes,
             r.bpp,
             r.psnr,
@@ -126,16 +135,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for r in records
     ]
-    header = ["clip", "setting", "epochs", "bytes", "bpp", "PSNR", "MS-SSIM", "weights B"]
+    header = ["clip", "setting", "epochs", "enc s", "bytes", "bpp", "PSNR", "MS-SSIM", "weights B"]
     header += ["latents B", "x x264"]
     quality = "the default quality" if args.quality is None else f"quality {args.quality}"
+    budget = f"{args.minutes:g} minutes" if args.epochs is None else f"{args.epochs} epochs"
     write_markdown(
         args.out / f"{args.name}.md",
         "pfnr rate-distortion levers at equal wall time",
         machine,
         [
-            f"Whole clips at the `{args.preset}` preset's working size, {args.minutes:g} minutes "
-            f"of training per row at {quality}, one row at a time; bpp from the whole file, PSNR of the decoded "
+            f"Whole clips at the `{args.preset}` preset's working size, {budget} of training "
+            f"per row at {quality}, one row at a time; bpp from the whole file, PSNR of the decoded "
             "session against the resized source. 'x x264': the row's bpp over the bpp x264 "
             "medium needs for the same PSNR on the same frames, measured in this run (CRF sweep, "
             "log-rate interpolated): a one-point stand-in for BD-rate, lower is better.",
