@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.epochs is None:
             base = whole_clip_options(clip, args.device, args.minutes, quality=args.quality)
         else:
-            base = whole_clip_options(clip, args.device, None, args.epochs, quality=args.quality)
+            # A day: the preset's time cap (10 minutes for `cpu`) must not cut the epochs short.
+            base = whole_clip_options(clip, args.device, 24 * 60, args.epochs, quality=args.quality)
         for i, row in enumerate(ROWS):
             if args.rows is not None and i not in args.rows:
                 continue
