@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__
+from . import __version__, interrupt
 from .coders import CODERS
 from .config import PRESETS
 from .errors import DistributedError, InputError, PfnrError, UsageError
@@ -545,6 +545,7 @@ def _root(
 def main() -> None:
     """Entry point: run the app, turn failures into one line on stderr and an exit code."""
     started = time.monotonic()
+    interrupt.install()
     try:
         code = app(standalone_mode=False)
         if code == INTERRUPTED:  # typer turns Ctrl-C into this code

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from . import distributed
+from . import distributed, interrupt
 from .config import DEFAULT_RATE_LAMBDA
 from .distributed import SINGLE, World
 from .errors import ConfigError
@@ -368,6 +368,7 @@ class _Trainer:
             order = torch.randperm(n, generator=self.generator).to(self.device)  # frame indices
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):
+                interrupt.raise_if_requested()
                 idx = self._batch(order, step)
                 target = unit_float(frames[idx.to(frames.device)].to(self.device))
                 schedule = lr_scale * learning_rate_at(

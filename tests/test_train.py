@@ -353,3 +353,22 @@ def test_a_falling_estimate_is_predicted_to_keep_falling_for_the_epochs_left():
     assert predicted_bytes([100.0, 120.0, 130.0], 5) == 130.0  # rising: no fall to continue
     slow = predicted_bytes([1000.0, 999.0, 998.0], 10)  # the ratio is capped below one
     assert 998.0 - 10 < slow < 998.0
+
+
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_training():
+    """The first KeyboardInterrupt of a Ctrl-C can be swallowed (raised inside a `__del__`); the
+    request is remembered, and training raises it again at its next step."""
+    import signal
+
+    from pfnr_codec import interrupt
+
+    interrupt.install()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            interrupt._on_sigint(signal.SIGINT, None)  # as a finalizer would run it: then lost
+        clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=2)
+        with pytest.raises(KeyboardInterrupt):
+            fit_session(PFNR(CONFIG), clip, TrainSettings(epochs=2), session_seed=1)
+    finally:
+        interrupt._requested.clear()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
