@@ -111,9 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.rows is not None and i not in args.rows:
                 continue
             options = replace(base, preset=row.preset, **row.options)
-            settings = {"row": row.label, "preset": row.preset, "minutes": args.minutes}
-            if args.epochs is not None:
-                settings = {"row": row.label, "preset": row.preset, "epochs": args.epochs}
+            row_budget = (
+                {"minutes": args.minutes} if args.epochs is None else {"epochs": args.epochs}
+            )
+            settings = {"row": row.label, "preset": row.preset, **row_budget}
             settings |= {"quality": args.quality} if args.quality is not None else {}
             settings |= {k: str(v) for k, v in row.options.items()}
             archive = work / f"{clip.name}_{i}.pfnr"

@@ -189,11 +189,15 @@ class ModelConfig:
 INPUTS = ("time", "latent")
 
 
+def scene_spans(frames: int, scenes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """[start, end) of each scene of a session of `frames` frames (`scenes`: their first frames)."""
+    return list(zip(scenes, (*scenes[1:], frames), strict=True))
+
+
 def latent_cells(frames: int, step: int, scenes: tuple[int, ...] = (0,)) -> int:
     """Cells of a latent grid with a cell every `step` frames of each scene (`scenes`: the first
     frame of each, from 0): the last frame of every scene always has one."""
-    ends = (*scenes[1:], frames)
-    return sum(_scene_cells(end - start, step) for start, end in zip(scenes, ends, strict=True))
+    return sum(_scene_cells(end - start, step) for start, end in scene_spans(frames, scenes))
 
 
 def _scene_cells(frames: int, step: int) -> int:

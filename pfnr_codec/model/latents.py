@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import latent_cells
+from ..config import latent_cells, scene_spans
 
 
 class LatentGrid(nn.Module):
@@ -33,8 +33,7 @@ class LatentGrid(nn.Module):
     ) -> None:
         super().__init__()
         self.frames, self.step, self.scenes = frames, step, scenes
-        ends = (*scenes[1:], frames)
-        counts = [latent_cells(end - start, step) for start, end in zip(scenes, ends, strict=True)]
+        counts = [latent_cells(end - start, step) for start, end in scene_spans(frames, scenes)]
         offsets = [sum(counts[:k]) for k in range(len(counts))]
         self.register_buffer("_starts", torch.tensor(scenes), persistent=False)
         self.register_buffer("_counts", torch.tensor(counts), persistent=False)
@@ -71,10 +70,10 @@ class LatentGrid(nn.Module):
     def cell_frames(self) -> Tensor:
         """The frame each cell sits on (a scene's last cell may sit past its end: its nearest
         frame)."""
-        ends = (*self.scenes[1:], self.frames)
+        spans = scene_spans(self.frames, self.scenes)
         return torch.cat(
             [
-                start + (torch.arange(int(count)) * self.step).clamp(max=end - start - 1)
-                for start, end, count in zip(self.scenes, ends, self._counts.tolist(), strict=True)
+                start + (torch.arange(count) * self.step).clamp(max=end - start - 1)
+                for (start, end), count in zip(spans, self._counts.tolist(), strict=True)
             ]
         )
