@@ -14,7 +14,6 @@ from pathlib import Path
 from benchmarks.common import Clip, Record, bits_per_pixel, quality
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
 from pfnr_codec.config import DEFAULT_QUALITY
-from pfnr_codec.container import read_archive
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def encode_point(
             "bit_exact": decoded.matches_encode,
             "encoder_psnr": report.psnr,
             "scenes": report.scenes,
-            "recoveries": read_archive(archive).sessions[0].meta.get("recoveries"),
+            "recoveries": report.recoveries,
         },
     )
 

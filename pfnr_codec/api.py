@@ -106,6 +106,7 @@ class SessionReport:
     epochs: int | None
     added_channels: int = 0  # channels the session added to the shared network (growth)
     scenes: int = 1  # scenes its latent grids follow (cuts found at encode + 1)
+    recoveries: int | None = None  # rollbacks after a collapse while training (None: unrecorded)
     notes: tuple[str, ...] = ()  # what the encoder should be told about its budget
 
     def to_dict(self) -> dict[str, Any]:
@@ -450,7 +451,12 @@ def encode_video(
         SessionMeta.from_dict(meta, "new session meta")  # what readers will check
         contents = append_session(archive, header, SessionChunk(meta, streams), count)
     report = _session_report(
-        count + 1, contents.sessions[count], contents.session_bytes[count], config, nxt.grow
+        count + 1,
+        contents.sessions[count],
+        contents.session_bytes[count],
+        config,
+        nxt.grow,
+        contents.version,
     )
     notes = _budget_notes(settings, fit.epochs) + _target_note(settings, report.bytes)
     if info.bit_depth > 8:
@@ -515,7 +521,12 @@ def _target_note(settings: TrainSettings, size: int) -> tuple[str, ...]:
 
 
 def _session_report(
-    number: int, chunk: SessionChunk, size: int, config: Any, grow: tuple[int, ...]
+    number: int,
+    chunk: SessionChunk,
+    size: int,
+    config: Any,
+    grow: tuple[int, ...],
+    version: tuple[int, int],
 ) -> SessionReport:
     meta = SessionMeta.from_dict(chunk.meta, f"session {number} meta")
     active = max(1, meta.active_weights or 0)
@@ -536,7 +547,8 @@ def _session_report(
         encode_seconds=meta.encode_seconds,
         epochs=meta.epochs,
         added_channels=sum(grow),
-        scenes=len(meta.scenes),
+        scenes=len(meta.scenes_in(version)),
+        recoveries=meta.recoveries,
     )
 
 
@@ -664,7 +676,9 @@ def inspect_archive(archive: Path) -> ArchiveInfo:
     loaded = load_archive(archive, torch.device("cpu"))
     contents, config = loaded.contents, loaded.config
     sessions = [
-        _session_report(i + 1, chunk, contents.session_bytes[i], config, loaded.grows[i])
+        _session_report(
+            i + 1, chunk, contents.session_bytes[i], config, loaded.grows[i], contents.version
+        )
         for i, chunk in enumerate(contents.sessions)
     ]
     breakdown = {"header": contents.header_bytes, "weights": 0, "masks": 0, "scales": 0, "heads": 0}

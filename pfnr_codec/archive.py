@@ -23,7 +23,7 @@ from .entropy import CODERS, EntropyCoder, get_coder
 from .errors import ArchiveError, UsageError
 from .growth import SharedWeights, check_grow, check_store_size
 from .model import PFNR, Head
-from .session_meta import SCENES_VERSION, SessionMeta
+from .session_meta import SessionMeta
 
 MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
@@ -116,8 +116,7 @@ def load_archive(path: Path, device: torch.device, upto: int | None = None) -> L
     count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
     chunks = contents.sessions[:count]
     frames = [meta.frames for meta in metas[:count]]
-    # Files before 1.3 know no scenes: a key a writer of theirs could not mean is ignored.
-    scenes = [meta.scenes if contents.version >= SCENES_VERSION else (0,) for meta in metas[:count]]
+    scenes = [meta.scenes_in(contents.version) for meta in metas[:count]]
     for i, (n, cuts) in enumerate(zip(frames, scenes, strict=True)):
         if config.latent_values(n, cuts) > MAX_LATENT_VALUES:
             raise ArchiveError(

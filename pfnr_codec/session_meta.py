@@ -70,6 +70,11 @@ class SessionMeta:
     created: str | None = None
     encode_seconds: float | None = None
 
+    def scenes_in(self, version: tuple[int, int]) -> tuple[int, ...]:
+        """The scenes its latent grids follow in a file of `version`: files before 1.3 know no
+        scenes, so a key a writer of theirs could not mean is ignored (one scene)."""
+        return self.scenes if version >= SCENES_VERSION else (0,)
+
     @classmethod
     def from_dict(cls, data: Any, where: str = "session meta") -> SessionMeta:
         """Check an archive's session metadata; `where` prefixes every error message."""

@@ -235,6 +235,14 @@ def test_one_scene_reads_exactly_as_a_grid_without_scenes():
     assert torch.equal(plain(frames), torch.stack(manual))
 
 
+def test_a_one_cell_grid_gives_its_cell_to_every_frame():
+    grid = LatentGrid(1, 4, 2, 2, 2)  # a one-frame session
+    assert grid.cells == 1
+    with torch.no_grad():
+        grid.values.copy_(torch.randint(-9, 10, grid.values.shape).float())
+    assert torch.equal(grid(torch.arange(5)), grid.values[0].expand(5, -1, -1, -1))
+
+
 def test_a_latent_session_sees_only_its_own_latents():
     config = PRESETS["tiny"].model_config(30, 44)
     model = PFNR(config)

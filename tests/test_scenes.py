@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pfnr_codec.api import EncodeOptions, decode_session, encode_video
+from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
 from pfnr_codec.container import read_archive
 from pfnr_codec.errors import ArchiveError
 from pfnr_codec.scenes import histogram_distances, scene_starts
@@ -56,6 +56,13 @@ def test_scenes_of_a_crafted_session_are_refused(scenes):
         SessionMeta.from_dict({"frames": 12, "scenes": scenes})
 
 
+def test_scenes_count_only_in_files_that_know_them():
+    """A `scenes` key in a file before 1.3 is ignored by decoding, and so by what reports show."""
+    meta = SessionMeta.from_dict({"frames": 12, "scenes": [0, 6]})
+    assert meta.scenes_in((1, 2)) == (0,)
+    assert meta.scenes_in((1, 3)) == (0, 6)
+
+
 def test_a_session_with_cuts_stores_its_scenes_and_decodes_as_encoded(tmp_path):
     clip = tmp_path / "cuts.mkv"
     write_video(_cut_clip((6, 7), (11, 12)), clip, fps=25)
@@ -65,4 +72,6 @@ def test_a_session_with_cuts_stores_its_scenes_and_decodes_as_encoded(tmp_path):
     meta = read_archive(archive).sessions[0].meta
     assert meta["scenes"] == [0, 6]
     assert SessionMeta.from_dict(meta).scenes == (0, 6)
+    info = inspect_archive(archive).sessions[0]
+    assert (info.scenes, info.recoveries) == (2, report.recoveries) and report.recoveries >= 0
     assert decode_session(archive, 1, device="cpu").matches_encode is True

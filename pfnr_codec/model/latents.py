@@ -55,8 +55,6 @@ class LatentGrid(nn.Module):
         frame = indices.clamp(0, self.frames - 1)
         if self.step == 1:  # a cell per frame, whatever the scenes
             return self.rounded(frame)
-        if len(self.scenes) == 1 and self.cells == 1:
-            return self.rounded(torch.zeros_like(frame))
         scene = torch.searchsorted(self._starts, frame, right=True) - 1
         local, counts = frame - self._starts[scene], self._counts[scene]
         low = torch.div(local, self.step, rounding_mode="floor")
