@@ -36,44 +36,74 @@ from .quant import max_code
 
 MIN_LAPLACE_SCALE = 0.05  # in units of one quantization step
 MIN_PROBABILITY = 2.0**-16  # the coder's precision: nothing costs more than 16 bits
+MAX_BITS = -math.log2(MIN_PROBABILITY)
+
+
+class _LaplaceBits(torch.autograd.Function):
+    """The sum of `laplace_bits` in a few passes over the values, with its gradient written out.
+
+    The values are rounded (straight-through), so every magnitude x is an integer: zero costs the
+    centre interval's mass, -log2(1 - exp(-1/(2b))), and x >= 1 costs the tail's,
+    (x - 1/2) / (b ln 2) - log2((1 - exp(-1/b)) / 2), each capped at the coder's 16 bits. The
+    gradient is sign(x) / (b ln 2) where a value costs the tail's bits below the cap, else 0 (what
+    autograd gives through the closed form). Written out because the rate term runs over every
+    latent and new weight of a session at every step: autograd's two dozen elementwise passes
+    over them cost as much as a third of a step's convolutions (bikes)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, log_scale: Tensor) -> Tensor:  # noqa: ANN001
+        rounded = torch.round(values)
+        b = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
+        slope = 1 / (b * math.log(2))  # bits per step of magnitude in the tail
+        tail_offset = -torch.log2(0.5 * (1 - torch.exp(-1 / b))) - 0.5 * slope
+        zero_bits = -torch.log2((1 - torch.exp(-0.5 / b)).clamp(min=MIN_PROBABILITY))
+        tail = torch.addcmul(tail_offset, rounded.abs(), slope)
+        paying = (rounded != 0) & (tail <= MAX_BITS)  # where the gradient is not zero
+        bits = torch.where(rounded != 0, tail.clamp(max=MAX_BITS), zero_bits.clamp(max=MAX_BITS))
+        ctx.save_for_backward(rounded, paying, slope)
+        return bits.sum()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        rounded, paying, slope = ctx.saved_tensors
+        return torch.where(paying, torch.sign(rounded) * slope * grad, 0.0), None
 
 
 def laplace_bits(values: Tensor, log_scale: Tensor) -> Tensor:
     """Bits of `values` (in steps), rounded with a straight-through gradient, under a zero-mean
-    Laplace of scale 2**log_scale, each integer standing for the unit interval around it.
+    Laplace of scale 2**log_scale (broadcast over the values), each integer standing for the unit
+    interval around it.
 
     In closed form: outside (-1/2, 1/2) the mass of [x - 1/2, x + 1/2] is
     exp(-(|x| - 1/2) / b) (1 - exp(-1/b)) / 2, inside it is 1 - exp(-1/(2b)) cosh(x / b).
     """
-    x = (values + (torch.round(values) - values).detach()).abs()
-    b = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
-    tail = (x - 0.5) / (b * math.log(2)) - torch.log2(0.5 * (1 - torch.exp(-1 / b)))
-    centre = -torch.log2(
-        (1 - torch.exp(-0.5 / b) * torch.cosh(x.clamp(max=0.5) / b)).clamp(min=MIN_PROBABILITY)
-    )
-    return torch.where(x >= 0.5, tail, centre).clamp(max=-math.log2(MIN_PROBABILITY)).sum()
+    return _LaplaceBits.apply(values, log_scale.to(values.dtype))
 
 
 _SCALE_CANDIDATES = torch.linspace(-5.0, 10.0, 121)  # log2 of the Laplace scales tried
 
 
-def fitted_log_scale(values: Tensor) -> Tensor:
-    """log2 of the discretised-Laplace scale under which each row of `values` (rounded; one row
-    per histogram the file will hold) costs the fewest bits, shaped (rows, 1); no gradient. The
-    cost depends on three sums per row only (zeros, non-zeros, and their magnitudes past one
+def fitted_log_scale(values: Tensor, dims: tuple[int, ...] = (-1,)) -> Tensor:
+    """log2 of the discretised-Laplace scale under which the rounded `values` cost the fewest
+    bits, one per histogram the file will hold: `dims` are the axes a histogram runs over (the
+    last by default: one row each), kept as size 1 so the result broadcasts; no gradient. The cost
+    depends on three sums per histogram only (zeros, non-zeros, and their magnitudes past one
     half), so trying many scales is cheap."""
     with torch.no_grad():
-        magnitude = torch.round(values).abs().double().reshape(-1, values.shape[-1])
-        zeros = (magnitude == 0).sum(1, keepdim=True).double()
-        others = magnitude.shape[1] - zeros
-        excess = (magnitude - 0.5).clamp(min=0).sum(1, keepdim=True)
-        b = (2.0 ** _SCALE_CANDIDATES.to(magnitude)).clamp(min=MIN_LAPLACE_SCALE)[None, :]
-        floor = torch.tensor(MIN_PROBABILITY, dtype=torch.float64, device=magnitude.device)
+        magnitude = torch.round(values).abs()
+        count = math.prod(values.shape[d] for d in dims)
+        zeros = (magnitude == 0).sum(dims, keepdim=True).double()
+        excess = (magnitude - 0.5).clamp(min=0).double().sum(dims, keepdim=True)
+        shape = zeros.shape
+        zeros, excess = zeros.reshape(-1, 1), excess.reshape(-1, 1)
+        others = count - zeros
+        b = (2.0 ** _SCALE_CANDIDATES.to(zeros)).clamp(min=MIN_LAPLACE_SCALE)[None, :]
+        floor = torch.tensor(MIN_PROBABILITY, dtype=torch.float64, device=zeros.device)
         zero_bits = -torch.log2(torch.maximum(1 - torch.exp(-0.5 / b), floor))
         other_bits = -torch.log2(0.5 * (1 - torch.exp(-1 / b)))
         cost = zeros * zero_bits + others * other_bits + excess / (b * math.log(2))
         best = _SCALE_CANDIDATES.to(values.device)[torch.argmin(cost, dim=1)]
-        return best.to(values.dtype)[:, None]
+        return best.to(values.dtype).reshape(shape)
 
 
 def _per_group(mw: MaskedWeight, per_group: Tensor) -> Tensor:
@@ -183,9 +213,9 @@ class RateModel(nn.Module):
     def latent_bits(self, head: Head) -> Tensor:
         """Estimated bits of every latent value of the session, channel by channel."""
         parts = []
-        for grid in head.grids().values():
-            values = grid.values.transpose(0, 1).flatten(1)  # (C, cells * h * w)
-            parts.append(laplace_bits(values, fitted_log_scale(values)))
+        for grid in head.grids().values():  # values (cells, C, h, w): a histogram per channel
+            values = grid.values
+            parts.append(laplace_bits(values, fitted_log_scale(values, (0, 2, 3))))
         return _total(parts, self.device)
 
 

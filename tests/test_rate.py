@@ -57,6 +57,43 @@ def test_the_fitted_scale_is_the_cheapest_and_tracks_each_row():
             assert best <= float(laplace_bits(row, other))
 
 
+def _closed_form_bits(values: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+    """laplace_bits as autograd would run it from its docstring's closed form."""
+    x = (values + (torch.round(values) - values).detach()).abs()
+    b = (2.0**log_scale).clamp(min=0.05)
+    tail = (x - 0.5) / (b * math.log(2)) - torch.log2(0.5 * (1 - torch.exp(-1 / b)))
+    centre = -torch.log2(
+        (1 - torch.exp(-0.5 / b) * torch.cosh(x.clamp(max=0.5) / b)).clamp(min=2.0**-16)
+    )
+    return torch.where(x >= 0.5, tail, centre).clamp(max=16).sum()
+
+
+@pytest.mark.parametrize("log_scale", [-6.0, -2.0, 0.0, 3.0])
+def test_the_written_out_estimate_and_gradient_equal_the_closed_form(log_scale):
+    """Values past the 16-bit cap included (tiny scales): same bits, same gradient, per row."""
+    torch.manual_seed(2)
+    values = (
+        torch.randn(3, 4, 50) * torch.tensor([0.4, 3.0, 40.0])[:, None, None]
+    ).requires_grad_()
+    scale = torch.tensor([log_scale, log_scale + 1, log_scale - 1])[:, None, None]
+    bits = laplace_bits(values, scale)
+    (grad,) = torch.autograd.grad(bits, values)
+    expected = _closed_form_bits(values, scale)
+    (expected_grad,) = torch.autograd.grad(expected, values)
+    assert torch.allclose(bits, expected, rtol=1e-5)
+    assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+    assert bool((grad == 0).any()) and bool((grad != 0).any())
+
+
+def test_a_scale_per_channel_fits_as_rows_of_that_channel_would():
+    torch.manual_seed(3)
+    grid = torch.distributions.Laplace(0.0, torch.tensor([0.5, 4.0, 60.0])).sample((7, 5, 6))
+    grid = grid.permute(0, 3, 1, 2)  # (cells, channels, h, w)
+    per_channel = fitted_log_scale(grid, (0, 2, 3))
+    rows = fitted_log_scale(grid.transpose(0, 1).flatten(1))
+    assert per_channel.shape == (1, 3, 1, 1) and torch.equal(per_channel.flatten(), rows.flatten())
+
+
 def test_the_bit_estimate_falls_as_values_shrink_and_has_a_gradient():
     values = torch.linspace(-6, 6, 101, requires_grad=True)
     bits = laplace_bits(values, torch.tensor(0.0))
