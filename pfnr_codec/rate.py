@@ -58,8 +58,10 @@ class _LaplaceBits(torch.autograd.Function):
         tail_offset = -torch.log2(0.5 * (1 - torch.exp(-1 / b))) - 0.5 * slope
         zero_bits = -torch.log2((1 - torch.exp(-0.5 / b)).clamp(min=MIN_PROBABILITY))
         tail = torch.addcmul(tail_offset, rounded.abs(), slope)
-        paying = (rounded != 0) & (tail <= MAX_BITS)  # where the gradient is not zero
-        bits = torch.where(rounded != 0, tail.clamp(max=MAX_BITS), zero_bits.clamp(max=MAX_BITS))
+        nonzero = rounded != 0
+        paying = nonzero & (tail <= MAX_BITS)  # where the gradient is not zero
+        # zero_bits is at most MAX_BITS already (its probability is floored at MIN_PROBABILITY)
+        bits = torch.where(nonzero, tail.clamp(max=MAX_BITS), zero_bits)
         ctx.save_for_backward(rounded, paying, slope)
         return bits.sum()
 
