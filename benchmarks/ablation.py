@@ -70,6 +70,8 @@ ROWS = [
         "cpu",
         {"model": {"channels": (32, 24, 12), "base_channels": 16}},
     ),
+    Row("fine latents every 16 frames", "cpu", {"model": {"fine_step": 16}}),
+    Row("stem latent grids per 2/8/32 frames", "cpu", {"model": {"latent_steps": (2, 8, 32)}}),
 ]
 
 
