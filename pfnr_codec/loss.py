@@ -10,49 +10,12 @@ The tests check value and gradient against pytorch_msssim in float64.
 from __future__ import annotations
 
 import torch
-from pytorch_msssim.ssim import _fspecial_gauss_1d
 from torch import Tensor
 from torch.nn import functional as F
 
-from .metrics import MS_SSIM_SIGMA, MS_SSIM_WINDOW
+from .blur import SSIM_WINDOW, gaussian_blur, gaussian_blur_adjoint
 
 SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2  # for data range 1
-
-
-def _blur_kernels(like: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Vertical and horizontal depthwise Gaussian kernels (the metric's sigma) for `like`'s channels."""
-    g = _fspecial_gauss_1d(size, MS_SSIM_SIGMA).to(like).flatten()
-    c = like.shape[1]
-    return g.view(1, 1, size, 1).expand(c, 1, size, 1), g.view(1, 1, 1, size).expand(c, 1, 1, size)
-
-
-def gaussian_blur(x: Tensor, size: int) -> Tensor:
-    """Separable 'valid' Gaussian filter over every channel of (B, C, H, W)."""
-    vertical, horizontal = _blur_kernels(x, size)
-    x = x.contiguous(memory_format=torch.channels_last)  # 2x faster depthwise kernels on a CPU
-    x = F.conv2d(x, vertical, groups=x.shape[1])
-    return F.conv2d(x, horizontal, groups=x.shape[1])
-
-
-def gaussian_blur_adjoint(y: Tensor, size: int) -> Tensor:
-    """The transpose of `gaussian_blur`: spreads a 'valid'-sized map back over the input grid.
-
-    On CUDA, `conv_transpose2d` goes through cuDNN's backward-data kernels, which are not
-    deterministic, and a seeded training must repeat; there the same map comes from a padded
-    forward filter (the kernel is symmetric). On a CPU `conv_transpose2d` is the faster of the two.
-    """
-    if y.is_cuda:
-        return full_gaussian_filter(y, size)
-    vertical, horizontal = _blur_kernels(y, size)
-    y = F.conv_transpose2d(y, horizontal, groups=y.shape[1])
-    return F.conv_transpose2d(y, vertical, groups=y.shape[1])
-
-
-def full_gaussian_filter(y: Tensor, size: int) -> Tensor:
-    """'Full' (zero-padded) Gaussian filter: equal to `gaussian_blur_adjoint` for a symmetric kernel."""
-    vertical, horizontal = _blur_kernels(y, size)
-    y = F.conv2d(y, horizontal, padding=(0, size - 1), groups=y.shape[1])
-    return F.conv2d(y, vertical, padding=(size - 1, 0), groups=y.shape[1])
 
 
 class _SSIM(torch.autograd.Function):
@@ -96,7 +59,7 @@ def ssim(output: Tensor, target: Tensor) -> Tensor:
 
     The target is treated as a constant: no gradient flows to it.
     """
-    size = min(MS_SSIM_WINDOW, *output.shape[-2:])
+    size = min(SSIM_WINDOW, *output.shape[-2:])
     size -= 1 - size % 2
     return _SSIM.apply(output, target.detach(), size)
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
+from pfnr_codec.blur import SSIM_WINDOW, gaussian_blur
 from pfnr_codec.errors import InputError
 
 PSNR_CAP_DB = 100.0
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
-MS_SSIM_WINDOW = 11
-MS_SSIM_SIGMA = 1.5
+MS_SSIM_WINDOW = SSIM_WINDOW
 
 
 def psnr_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -61,12 +60,11 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, batch: int = 8) -> float:
         raise InputError(f"MS-SSIM needs frames of at least 11x11 pixels, got {_size(a)}")
     weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=torch.float32)
     weights = (weights / weights.sum()).view(-1, 1, 1)  # (levels, 1, 1)
-    window = _fspecial_gauss_1d(MS_SSIM_WINDOW, MS_SSIM_SIGMA).repeat(3, 1, 1, 1)
     total = 0.0
     with torch.no_grad():
         for i in range(0, a.shape[0], max(1, batch)):
             x, y = _to_float(a[i : i + batch]), _to_float(b[i : i + batch])  # (B, 3, H, W)
-            total += float(_ms_ssim_batch(x, y, window, weights).sum())
+            total += float(_ms_ssim_batch(x, y, weights).sum())
     return total / a.shape[0]
 
 
@@ -79,14 +77,12 @@ def bpp(num_bytes: int, frames: int, height: int, width: int) -> float:
     return num_bytes * 8 / pixels
 
 
-def _ms_ssim_batch(
-    x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
+def _ms_ssim_batch(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(B,) MS-SSIM: pytorch_msssim's per-scale loop, without its fixed five-scale size check."""
     levels = weights.shape[0]
     values = []
     for level in range(levels):
-        ssim_per_channel, cs = _ssim(x, y, data_range=255.0, win=window, size_average=False)
+        ssim_per_channel, cs = _ssim_and_contrast(x, y, data_range=255.0)
         if level < levels - 1:
             values.append(torch.relu(cs))
             padding = [s % 2 for s in x.shape[2:]]
@@ -95,6 +91,20 @@ def _ms_ssim_batch(
     values.append(torch.relu(ssim_per_channel))
     stacked = torch.stack(values, dim=0)  # (levels, B, 3)
     return torch.prod(stacked**weights, dim=0).mean(dim=1)
+
+
+def _ssim_and_contrast(
+    x: torch.Tensor, y: torch.Tensor, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) mean SSIM and contrast-structure maps, pytorch_msssim's formulas; the five local
+    statistics go through one blur call (its depthwise filter on NCHW frames is the slow one)."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    stats = torch.cat([x, y, x * x, y * y, x * y], 1)
+    mu_x, mu_y, xx, yy, xy = gaussian_blur(stats, SSIM_WINDOW).chunk(5, 1)
+    mu_xx, mu_yy, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
+    cs_map = (2 * (xy - mu_xy) + c2) / ((xx - mu_xx) + (yy - mu_yy) + c2)
+    ssim_map = ((2 * mu_xy + c1) / (mu_xx + mu_yy + c1)) * cs_map
+    return ssim_map.flatten(2).mean(-1), cs_map.flatten(2).mean(-1)
 
 
 def _to_float(frames: np.ndarray) -> torch.Tensor:

@@ -215,7 +215,7 @@ def test_training_ssim_gradient_equals_autograd_through_pytorch_msssim(size):
 
 
 def test_the_cuda_form_of_the_blur_transpose_equals_the_cpu_form():
-    from pfnr_codec.loss import full_gaussian_filter, gaussian_blur, gaussian_blur_adjoint
+    from pfnr_codec.blur import full_gaussian_filter, gaussian_blur, gaussian_blur_adjoint
 
     generator = torch.Generator().manual_seed(6)
     x = torch.rand(2, 4, 23, 31, generator=generator, dtype=torch.float64)
