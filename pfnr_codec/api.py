@@ -83,6 +83,7 @@ class EncodeOptions:
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields for a new archive
     lock_wait: float = 0.0
     scene_cuts: bool = True  # latent grids follow the scene cuts found in the video
+    precision: str = "auto"  # training's float type: auto, float32 or bfloat16 (precision.py)
 
 
 @dataclass
@@ -185,7 +186,7 @@ def train_settings(options: EncodeOptions, preset_name: str) -> TrainSettings:
     values.update({k: v for k, v in chosen.items() if v is not None})
     if options.minutes is not None and options.epochs is None:
         values["epochs"] = TIME_BUDGET_EPOCHS  # --minutes is the budget: the time decides
-    values.update(qat_epochs=options.qat_epochs, seed=options.seed)
+    values.update(qat_epochs=options.qat_epochs, seed=options.seed, precision=options.precision)
     return TrainSettings(**values)
 
 

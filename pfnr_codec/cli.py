@@ -29,7 +29,7 @@ from rich.table import Table
 
 from . import __version__, interrupt
 from .coders import CODERS
-from .config import PRESETS
+from .config import PRECISIONS, PRESETS
 from .errors import DistributedError, InputError, PfnrError, UsageError
 
 app = typer.Typer(
@@ -59,6 +59,7 @@ out, err = _console(stderr=False), _console(stderr=True)
 # Choices come from the registries themselves, so --help lists exactly what exists.
 PresetChoice = StrEnum("PresetChoice", {name: name for name in PRESETS})
 CoderChoice = StrEnum("CoderChoice", {name: name for name in CODERS})
+PrecisionChoice = StrEnum("PrecisionChoice", {name: name for name in PRECISIONS})
 
 
 class SizeChoice(StrEnum):
@@ -300,6 +301,13 @@ def encode(
             help="Train through the quantized weights once the mask is fixed (preset default).",
         ),
     ] = None,
+    precision: Annotated[
+        PrecisionChoice,
+        typer.Option(
+            help="Training's float type; auto: bfloat16 where the CPU or GPU computes it "
+            "natively. Decoding is float32 whatever trained the session.",
+        ),
+    ] = PrecisionChoice.auto,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -343,6 +351,7 @@ def encode(
                 coder=_value(coder),
                 qat_epochs=finetune,
                 quantize_aware=qat,
+                precision=precision.value,
             )
             bars.start(video.name if video != STDIO else "stdin")
             try:

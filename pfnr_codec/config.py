@@ -187,6 +187,8 @@ class ModelConfig:
 
 
 INPUTS = ("time", "latent")
+# Training's float types (precision.py); an encoder setting, never part of an archive.
+PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def scene_spans(frames: int, scenes: tuple[int, ...]) -> list[tuple[int, int]]:

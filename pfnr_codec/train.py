@@ -30,11 +30,12 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from . import distributed, interrupt
-from .config import DEFAULT_RATE_LAMBDA
+from .config import DEFAULT_RATE_LAMBDA, PRECISIONS
 from .distributed import SINGLE, World
 from .errors import ConfigError
 from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
+from .precision import autocast, training_dtype
 from .quant import quantize, quantize_with_scales
 from .rate import RateModel, rate_weight
 from .video import unit_float
@@ -71,6 +72,7 @@ class TrainSettings:
     # None: lambda stays put.
     target_bytes: float | None = None
     growth: float = 0.25  # share of the base widths a session adds when its network is full
+    precision: str = "auto"  # training's forward passes (precision.py); never the archive's bytes
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
@@ -87,6 +89,10 @@ class TrainSettings:
             raise ConfigError(f"learning rates must be positive, got {self.learning_rate}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if not 0.0 <= self.growth <= 4.0:
             raise ConfigError(f"growth must be in [0, 4], got {self.growth}")
         if not 0.0 <= self.rate_lambda < math.inf:
@@ -239,8 +245,11 @@ class _StepLoss(torch.nn.Module):
         weights: Callable[[], dict[str, Tensor] | None],
         quantized: bool,
     ) -> tuple[Tensor, Tensor]:
-        output = self.model(indices, self.head, weights())
-        return output, self.trainer.loss(output, target, quantized)
+        trainer = self.trainer
+        with autocast(trainer.compute_dtype, trainer.device):
+            features = self.model.features(indices, self.head, weights())
+        output = self.head(features.to(self.head.conv.weight.dtype))  # the head and loss unchanged
+        return output, trainer.loss(output, target, quantized)
 
 
 class _Trainer:
@@ -258,6 +267,7 @@ class _Trainer:
         self.model, self.head, self.frames, self.settings = model, head, frames, settings
         self.rate, self.world = rate, world
         self.device = next(model.buffers()).device  # frames may stay in host memory
+        self.compute_dtype = training_dtype(settings.precision, self.device)  # None: float32
         self.estimated_bytes: float | None = None  # the session's size if it ended now
         self.estimates: list[float] = []  # estimated_bytes after each quantized epoch
         self.pixels = frames[0].numel() // 3 * frames.shape[0]

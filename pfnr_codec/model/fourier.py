@@ -41,6 +41,12 @@ class FourierSubneuralOperator(nn.Module):
         self.imag = MaskedWeight(shape, shape, fan_in, channel_axis=1)
 
     def forward(self, x: Tensor, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        # At least float32 when training autocasts to bfloat16 (the FFTs have no bfloat16
+        # kernels); float64 renders stay float64.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.to(torch.promote_types(x.dtype, torch.float32)), weights)
+
+    def _forward(self, x: Tensor, weights: tuple[Tensor, Tensor] | None) -> Tensor:
         h, w = x.shape[-2:]
         pos, neg, m2 = self.pos_rows, self.neg_rows, self.cols
         real, imag = weights if weights is not None else (self.real(), self.imag())
