@@ -8,6 +8,7 @@ frames (the same ones the anchors code), not taken from the encoder's report.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,8 +116,9 @@ def sweep(
     work: Path,
     points: list[Point] | None = None,
     budget: dict | None = None,
+    on_point: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
-    """One record per sweep point on ``clip``."""
+    """One record per sweep point on ``clip``; `on_point` sees the records so far after each."""
     budget = budget or BUDGETS[mode]
     base = whole_clip_options(
         clip, device, budget["minutes"], budget["epochs"], preset=preset, seed=0
@@ -132,4 +134,6 @@ def sweep(
         }
         archive = work / f"{clip.name}_{point.tag}.pfnr"
         records.append(encode_point(clip, archive, options, device_label, versions, settings))
+        if on_point is not None:
+            on_point(records)
     return records

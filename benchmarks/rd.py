@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import shutil
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +117,13 @@ def points_table(records: Sequence[Record]) -> str:
     return markdown_table(rows, header)
 
 
-def run_pfnr(clip: Clip, mode: str, args: argparse.Namespace, work: Path) -> list[Record]:
+def run_pfnr(
+    clip: Clip,
+    mode: str,
+    args: argparse.Namespace,
+    work: Path,
+    on_point: Callable[[list[Record]], None] | None = None,
+) -> list[Record]:
     """pfnr's points on this clip: one fresh archive per sweep point."""
     from benchmarks import pfnr_runs
 
@@ -135,6 +141,7 @@ def run_pfnr(clip: Clip, mode: str, args: argparse.Namespace, work: Path) -> lis
         work,
         points,
         budget,
+        on_point,
     )
 
 
@@ -172,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure(
     args: argparse.Namespace, mode: str, frames: int | None, stem: str
 ) -> tuple[dict, list[Record]]:
-    """Anchors then pfnr on each clip; records are written after every clip."""
+    """Anchors then pfnr on each clip; records are written after every pfnr point (a run cut
+    short keeps what it measured)."""
     families = args.anchors or anchors.available_anchors()
     device = device_name(args.device)
     machine = machine_info(args.device)
@@ -183,7 +191,14 @@ def measure(
         records += measure_anchors(clip, mode, families, device)
         if not args.no_pfnr:
             work = args.out / "tmp" / stem
-            records += run_pfnr(clip, mode, args, work)
+            done = list(records)
+            records += run_pfnr(
+                clip,
+                mode,
+                args,
+                work,
+                lambda points, done=done: write_records(done + points, args.out, stem, machine),
+            )
             if args.keep_archives:
                 args.keep_archives.mkdir(parents=True, exist_ok=True)
                 for archive in work.glob(f"{clip.name}_*.pfnr"):
