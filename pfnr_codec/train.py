@@ -72,7 +72,7 @@ class TrainSettings:
     # None: lambda stays put.
     target_bytes: float | None = None
     growth: float = 0.25  # share of the base widths a session adds when its network is full
-    precision: str = "auto"  # training's forward passes (precision.py); never the archive's bytes
+    precision: str = "auto"  # float type of the forward passes (precision.py); decoding ignores it
 
     def __post_init__(self) -> None:
         if not 0.0 < self.capacity <= 1.0:
