@@ -16,6 +16,7 @@ from pfnr_codec.errors import InputError
 PSNR_CAP_DB = 100.0
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest scale first
 MS_SSIM_WINDOW = SSIM_WINDOW
+MS_SSIM_BATCH_PIXELS = 1 << 22  # frames measured together: 4 Mpixels, two 1080p frames
 
 
 def psnr_per_frame(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,9 +61,11 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, batch: int = 8) -> float:
         raise InputError(f"MS-SSIM needs frames of at least 11x11 pixels, got {_size(a)}")
     weights = torch.tensor(MS_SSIM_WEIGHTS[:levels], dtype=torch.float32)
     weights = (weights / weights.sum()).view(-1, 1, 1)  # (levels, 1, 1)
+    # The five local statistics of a batch take 15 float maps a frame: bound the pixels at once.
+    batch = max(1, min(batch, MS_SSIM_BATCH_PIXELS // (a.shape[1] * a.shape[2])))
     total = 0.0
     with torch.no_grad():
-        for i in range(0, a.shape[0], max(1, batch)):
+        for i in range(0, a.shape[0], batch):
             x, y = _to_float(a[i : i + batch]), _to_float(b[i : i + batch])  # (B, 3, H, W)
             total += float(_ms_ssim_batch(x, y, weights).sum())
     return total / a.shape[0]
