@@ -4,6 +4,8 @@
 #
 #   benchmarks/cuda_check.sh [CLIPS_DIR] [OUT_DIR]     (needs a CUDA device and pfnr importable)
 #
+# MINUTES (default 1.5) caps the first session's training, half of it the appended one's.
+#
 # Prints one line per step with its exit code and seconds; the JSON reports land in OUT_DIR.
 set -uo pipefail
 clips="${1:-../shared/data/clips}"
@@ -11,6 +13,8 @@ out="${2:-benchmarks/results/tmp/cuda}"
 bunny="$clips/bigbuckbunny.mp4"
 bikes="$clips/bikes.mp4"
 python="${PYTHON:-python3}"
+minutes="${MINUTES:-1.5}"
+half="$("$python" -c "print(float('$minutes') / 2)")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
@@ -24,8 +28,8 @@ step() {
 same() { cmp -s "$1" "$2" && echo "identical: $3" || echo "DIFFERENT: $3"; }
 
 "$python" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name())" || exit 1
-step pfnr encode "$bunny" -a "$work/a.pfnr" --device cuda --minutes 1.5 --json >"$out/encode1.json"
-step pfnr encode "$bikes" -a "$work/a.pfnr" --device cuda --minutes 0.75 --json >"$out/encode2.json"
+step pfnr encode "$bunny" -a "$work/a.pfnr" --device cuda --minutes "$minutes" --json >"$out/encode1.json"
+step pfnr encode "$bikes" -a "$work/a.pfnr" --device cuda --minutes "$half" --json >"$out/encode2.json"
 for i in 1 2; do
   step pfnr decode -s 1 -a "$work/a.pfnr" --device cuda --size working -o "$work/d$i.y4m" --json >"$out/decode_cuda_$i.json"
 done

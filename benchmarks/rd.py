@@ -151,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer points, smaller budgets")
     parser.add_argument("--frames", type=int, default=None, help="first N frames of each clip")
     parser.add_argument("--preset", default="cpu", help="pfnr preset (sets the working size)")
-    parser.add_argument("--anchors", nargs="*", default=None, help="subset of x264 x265 svtav1")
+    parser.add_argument(
+        "--anchors", nargs="*", default=None, help="subset of x264 x265 svtav1 (none: pfnr only)"
+    )
     parser.add_argument("--no-pfnr", action="store_true", help="anchors only")
     parser.add_argument("--epochs", type=int, default=None, help="pfnr epochs per point")
     parser.add_argument("--minutes", type=float, default=None, help="pfnr time cap per point")
@@ -181,7 +183,7 @@ def measure(
 ) -> tuple[dict, list[Record]]:
     """Anchors then pfnr on each clip; records are written after every pfnr point (a run cut
     short keeps what it measured)."""
-    families = args.anchors or anchors.available_anchors()
+    families = anchors.available_anchors() if args.anchors is None else args.anchors
     device = device_name(args.device)
     machine = machine_info(args.device)
     records: list[Record] = []

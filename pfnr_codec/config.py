@@ -339,6 +339,28 @@ _CPU_LATENT_MODEL = {
     "fine_step": 8,
 }
 
+# The latent family at 720p for a GPU: the cpu model's stem grid (9x16 cells) and latents, two
+# more x2 blocks up to full resolution and wider blocks; the fine latent map enters at 1/8 of the
+# width (block 2), where the cpu model's enters at 1/4 of its smaller frame.
+_GPU_LATENT_MODEL = {
+    **_CPU_LATENT_MODEL,
+    "strides": (5, 2, 2, 2, 2),
+    "channels": (96, 64, 48, 32, 24),
+    "base_channels": 32,
+    "fso_modes": (8, 8),
+    "fine_block": 2,
+}
+# 1080p: the same widths, the second block upsamples x3 (the stem grid stays 9x16 cells).
+_GPU_1080P_LATENT_MODEL = {**_GPU_LATENT_MODEL, "strides": (5, 3, 2, 2, 2)}
+_GPU_TRAIN = {
+    "capacity": 1.0,
+    "bits": 6,
+    "epochs": 300,
+    "minutes": 30.0,  # whichever ends first
+    "learning_rate": 1e-2,
+    "batch_size": 2,
+}
+
 # Latents start near the answer: a short warm-up and Adam's usual momentum (0.9) train them
 # faster than NeRV's 0.5 (bunny, 3 minutes: +0.4 dB at 20% fewer bits).
 _LATENT_TRAIN = {"adam_beta1": 0.9, "warmup": 0.1}
@@ -413,6 +435,20 @@ PRESETS: dict[str, Preset] = {
             "batch_size": 2,
             **_FRAME_TIME_TRAIN,
         },
+    ),
+    "gpu": Preset(
+        name="gpu",
+        description="the latent family at 720x1280 for a GPU (the cpu model, two more blocks)",
+        target_pixels=720 * 1280,
+        model=_GPU_LATENT_MODEL,
+        train={**_GPU_TRAIN, **_LATENT_TRAIN},
+    ),
+    "gpu-1080p": Preset(
+        name="gpu-1080p",
+        description="the latent family at 1080x1920 for a GPU",
+        target_pixels=1080 * 1920,
+        model=_GPU_1080P_LATENT_MODEL,
+        train={**_GPU_TRAIN, **_LATENT_TRAIN},
     ),
     "paper": Preset(
         name="paper",
