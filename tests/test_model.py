@@ -117,6 +117,17 @@ def test_cpu_preset_working_size_follows_the_aspect_ratio():
     assert small.height * small.width <= 144 * 176
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_gives_a_header_its_readers_accept(name):
+    """A preset whose network broke a header bound would write archives no reader opens."""
+    for source in ((720, 1280), (1080, 1920)):
+        config = PRESETS[name].model_config(*source)
+        assert ModelConfig.from_dict(config.to_dict()) == config
+        assert config.height * config.width <= PRESETS[name].target_pixels
+    assert PRESETS["gpu"].model_config(720, 1280).height == 720
+    assert PRESETS["gpu-1080p"].model_config(1080, 1920).width == 1920
+
+
 def test_model_config_round_trips_and_rejects_bad_headers():
     config = PRESETS["cpu"].model_config(272, 640)
     assert ModelConfig.from_dict(config.to_dict()) == config
