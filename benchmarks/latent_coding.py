@@ -1,16 +1,17 @@
-"""What format 1.2 saves on real sessions (latents streams, packed stream tables), and what that
-does to BD-rate.
+"""What the current format's latent coding saves on real sessions, and what that does to BD-rate
+(written for 1.2's latents streams and packed stream tables, over archives of 1.1; run again for
+1.4's spatial context, over archives of 1.3).
 
 The frames a session decodes to do not depend on how its latent integers are entropy-coded or how
 its stream table is laid out, so the saving can be measured exactly on archives an RD run wrote in
-format 1.1: every latent channel of every session is coded again as the current writer codes it
-(`entropy.encode_latents`, checked to decode back to the same integers), the session chunk is
-rebuilt around the new streams as 1.2 lays it out (its stream table one zstd frame), and the file
-size follows.
+an earlier format: every latent channel of every session is coded again as the current writer
+codes it (`entropy.encode_latents`, checked to decode back to the same integers), the session
+chunk is rebuilt around the new streams as the current format lays it out, and the file size
+follows.
 The RD records of those archives (same clips, same frames, same PSNR) then get the new sizes, and
 BD-rate against the anchors of the same run is computed both ways.
 
-    python -m benchmarks.latent_coding ARCHIVE_DIR --rd benchmarks/results/rd.json
+    python -m benchmarks.latent_coding ARCHIVE_DIR --rd benchmarks/results/rd.json [--name N]
 
 ARCHIVE_DIR holds the run's archives as `<clip>_q<quality>.pfnr` (`benchmarks.rd --keep-archives`).
 """
@@ -36,15 +37,16 @@ from benchmarks.common import (
 )
 from benchmarks.rd import bd_rows
 from pfnr_codec.archive import load_archive
-from pfnr_codec.container import FRAMING_BYTES, SessionChunk, session_to_bytes
+from pfnr_codec.container import FORMAT_VERSION, FRAMING_BYTES, SessionChunk, session_to_bytes
 from pfnr_codec.entropy import decode_latents, encode_latents
 
 NAME = re.compile(r"(?P<clip>.+)_q(?P<quality>\d+)\.pfnr$")
+CURRENT = ".".join(map(str, FORMAT_VERSION))
 
 
 def recode(path: Path) -> dict[str, float]:
-    """Bytes of the archive at `path` as stored, and with its latents coded as format 1.2 codes
-    them (file and latent streams; per grid too)."""
+    """Bytes of the archive at `path` as stored, and with its latents coded as the current format
+    codes them (file and latent streams; per grid too)."""
     loaded = load_archive(path, torch.device("cpu"))
     contents = loaded.contents
     file_bytes = table_only = contents.header_bytes
@@ -57,8 +59,9 @@ def recode(path: Path) -> dict[str, float]:
             cells = values.shape[0]
             for c in range(values.shape[1]):
                 channel = values[:, c].reshape(cells, -1)
-                data = encode_latents(channel, loaded.coder)
-                decoded = decode_latents(data, *channel.shape, loaded.coder)
+                width = values.shape[3]
+                data = encode_latents(channel, loaded.coder, width)
+                decoded = decode_latents(data, *channel.shape, loaded.coder, width)
                 if not np.array_equal(decoded, channel):
                     raise AssertionError(f"{path}: {name}/{c} does not decode to its values")
                 before = len(streams[f"{name}/{c}"])
@@ -136,8 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clip",
         "q",
         "PSNR",
-        "bpp 1.1",
-        "bpp 1.2",
+        "bpp stored",
+        f"bpp {CURRENT}",
         "latents -%",
         "fine -%",
         "table -B",
@@ -145,18 +148,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     write_markdown(
         args.out / f"{args.name}.md",
-        "Latents streams (format 1.2) on the sessions of an RD run",
+        f"Latents streams (format {CURRENT}) on the sessions of an RD run",
         machine,
         [
             f"The archives of the RD run in `{args.rd.name}` (same frames, same PSNR), their "
-            "latent channels coded again as format 1.2 codes them (each decodes back to the same "
-            "integers) and the session chunk laid out as 1.2 lays it out; `-%` is the share of "
+            f"latent channels coded again as format {CURRENT} codes them (each decodes back to "
+            f"the same integers) and the session chunk laid out as {CURRENT} lays it out; `-%` is "
+            "the share of "
             "bytes saved (latents: all grids; fine: the quarter-size grid), `table -B` the bytes "
             "the packed stream table saves.",
             markdown_table(rows, header),
-            "BD-rate of pfnr against each anchor of that run, with the sizes of format 1.1 and "
-            "of 1.2 (negative = fewer bits than the anchor at equal PSNR):",
-            markdown_table(bd, ["clip", "anchor", "BD-rate % (1.1)", "BD-rate % (1.2)"]),
+            "BD-rate of pfnr against each anchor of that run, with the sizes as stored and as "
+            f"{CURRENT} codes them (negative = fewer bits than the anchor at equal PSNR):",
+            markdown_table(bd, ["clip", "anchor", "BD-rate % stored", f"BD-rate % {CURRENT}"]),
         ],
     )
     return 0

@@ -7,7 +7,8 @@ Per shared tensor a session stores four streams:
 - `<tensor>/scales`: one float32 scale per quantization group;
 plus `head/weight` and `head/bias` (float32) and, in the latent family, `latent/<grid>/<channel>`: the
 integer latents of one channel of one grid, row-major over (cells, height, width): an ints stream in
-files of format 1.1, a latents stream (context-coded along the cells) from 1.2 on. Every count is
+files of format 1.1, a latents stream (context-coded along the cells) from 1.2 on (or, from 1.4, by
+its neighbours in the cell). Every count is
 implied by what the decoder already holds (the model, the union of earlier masks, this session's mask
 and frame count), so no stream stores its own length of symbols.
 Unpacking replays the session into the model: the same dequantized values are frozen at the same
@@ -37,6 +38,7 @@ from .train import SessionFit
 
 STREAM_KINDS = ("reuse", "claim", "codes", "scales")
 LATENTS_STREAM_VERSION = (1, 2)  # the first format version whose latents are latents streams
+SPATIAL_LATENTS_VERSION = (1, 4)  # the first whose latents streams may use the spatial context
 
 
 def stream_category(name: str) -> str:
@@ -73,7 +75,8 @@ def pack_session(
         for c in range(values.shape[1]):
             channel = codes[:, c].reshape(codes.shape[0], -1)  # (cells, h * w)
             if version >= LATENTS_STREAM_VERSION:
-                streams[f"{name}/{c}"] = encode_latents(channel, coder)
+                width = values.shape[3] if version >= SPATIAL_LATENTS_VERSION else None
+                streams[f"{name}/{c}"] = encode_latents(channel, coder, width)
             else:
                 streams[f"{name}/{c}"] = encode_ints(channel.ravel(), coder)
     return streams
@@ -87,11 +90,13 @@ def _stream(streams: dict[str, bytes], name: str) -> bytes:
 
 
 def _decode_channel(
-    data: bytes, cells: int, positions: int, coder: EntropyCoder, version: tuple[int, int]
+    data: bytes, cells: int, shape: tuple[int, int], coder: EntropyCoder, version: tuple[int, int]
 ) -> np.ndarray:
+    height, width = shape
     if version >= LATENTS_STREAM_VERSION:
-        return decode_latents(data, cells, positions, coder)
-    return decode_ints(data, cells * positions, coder)
+        spatial_width = width if version >= SPATIAL_LATENTS_VERSION else None
+        return decode_latents(data, cells, height * width, coder, spatial_width)
+    return decode_ints(data, cells * height * width, coder)
 
 
 def unpack_session(
@@ -126,7 +131,7 @@ def unpack_session(
             cells, channels, height, width = grid.values.shape
             per_channel = [
                 _decode_channel(
-                    _stream(streams, f"{name}/{c}"), cells, height * width, coder, version
+                    _stream(streams, f"{name}/{c}"), cells, (height, width), coder, version
                 )
                 for c in range(channels)
             ]

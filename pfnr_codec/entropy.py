@@ -6,8 +6,9 @@ Layouts in docs/FORMAT.md; the symbols go through one of the coders of `coders.p
 - bits stream: constant, order-0 or run-length coded, whichever is shortest;
 - floats stream: raw little-endian float32, zstd-compressed when that is shorter;
 - latents stream (format 1.2): one channel of a latent grid, either one ints stream or split by a
-  temporal context (the value at the same position one cell earlier) into one ints stream per
-  context class, whichever is shorter.
+  temporal context (the value at the same position one cell earlier) or (1.4) a spatial one (the
+  left and upper neighbours in the same cell) into one ints stream per context class, whichever
+  is shortest.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ __all__ = [
     "encode_floats",
     "encode_ints",
     "context_classes",
+    "latent_context_splits",
+    "spatial_classes",
     "encode_latents",
     "get_coder",
     "ints_side_bytes",
@@ -51,10 +54,12 @@ MAX_ALPHABET = 4096  # widest value range of a coded ints stream; wider ranges a
 _INT_CONST, _INT_CODED, _INT_RAW = 0, 1, 2
 _BITS_CONST, _BITS_ORDER0, _BITS_RUNS = 0, 1, 2
 _FLOAT_RAW, _FLOAT_ZSTD = 0, 1
-_LATENT_PLAIN, _LATENT_TEMPORAL = 0, 1
+_LATENT_PLAIN, _LATENT_TEMPORAL, _LATENT_SPATIAL = 0, 1, 2
 
 MAX_CONTEXT_CLIP = 16  # widest context of a latents stream: classes for -K..K, plus the first cell
 LATENT_CONTEXT_CLIPS = (2, 4)  # the clips an encoder tries
+MAX_SPATIAL_CLIP = 7  # widest spatial context: (2K + 1)^2 classes of (left, up), 225 at most
+LATENT_SPATIAL_CLIPS = (1, 2)  # the spatial clips an encoder tries (format 1.4)
 
 _RUN_DIRECT = 64  # run lengths 1..64 have their own symbol; longer ones use an octave + raw bits
 _RUN_MAX_SYMBOL = _RUN_DIRECT + (MAX_COUNT - 1).bit_length() - 7
@@ -404,55 +409,118 @@ def context_classes(values: np.ndarray, clip: int) -> np.ndarray:
     return classes
 
 
-def _encode_temporal(values: np.ndarray, clip: int, coder: EntropyCoder) -> bytes:
-    flat_values, flat_classes = values.ravel(), context_classes(values, clip).ravel()
-    out = [bytes([_LATENT_TEMPORAL, clip])]
-    for k in range(2 * clip + 2):
-        part = encode_ints(flat_values[flat_classes == k], coder)
-        out += [uvarint(int((flat_classes == k).sum())), uvarint(len(part)), part]
+def _spatial_class(left: np.ndarray, up: np.ndarray, clip: int) -> np.ndarray:
+    span = 2 * clip + 1
+    return (np.clip(left, -clip, clip) + clip) * span + np.clip(up, -clip, clip) + clip
+
+
+def spatial_classes(grid: np.ndarray, clip: int) -> np.ndarray:
+    """The SPATIAL context class of every value of a channel (cells, height, width): from its left
+    and upper neighbours in the same cell, each clipped to -K..K (0 beyond the edge)."""
+    left, up = np.zeros_like(grid), np.zeros_like(grid)
+    left[..., 1:] = grid[..., :-1]
+    up[..., 1:, :] = grid[..., :-1, :]
+    return _spatial_class(left, up, clip).astype(np.int64)
+
+
+def latent_context_splits(values: np.ndarray, width: int | None) -> list[np.ndarray]:
+    """The context classes of a channel (cells, positions) under each split an encoder tries
+    (shaped like `values`): temporal with every clip of LATENT_CONTEXT_CLIPS, then, when the
+    grid's `width` is given (format 1.4), spatial with every clip of LATENT_SPATIAL_CLIPS."""
+    splits = []
+    if values.shape[0] > 1:
+        splits += [context_classes(values, clip) for clip in LATENT_CONTEXT_CLIPS]
+    if width is not None:
+        grid = values.reshape(values.shape[0], -1, width)
+        splits += [
+            spatial_classes(grid, clip).reshape(values.shape) for clip in LATENT_SPATIAL_CLIPS
+        ]
+    return splits
+
+
+def _wavefront_order(cells: int, height: int, width: int) -> np.ndarray:
+    """Flat indices of a (cells, height, width) grid by anti-diagonal y + x, then cell, then y:
+    the order in which a SPATIAL decoder can fill a whole diagonal of every cell at once."""
+    cell, y, x = (a.ravel() for a in np.indices((cells, height, width)))
+    return np.lexsort((y, cell, y + x))
+
+
+def _encode_split(
+    mode: int, clip: int, values: np.ndarray, classes: np.ndarray, coder: EntropyCoder
+) -> bytes:
+    """Mode byte, K, then per class: uvarint count, uvarint byte length, its ints stream (the
+    class's values in the order given)."""
+    out = [bytes([mode, clip])]
+    for k in range(_class_count(mode, clip)):
+        part = encode_ints(values[classes == k], coder)
+        out += [uvarint(int((classes == k).sum())), uvarint(len(part)), part]
     return b"".join(out)
 
 
-def encode_latents(values: np.ndarray, coder: EntropyCoder) -> bytes:
+def _class_count(mode: int, clip: int) -> int:
+    return 2 * clip + 2 if mode == _LATENT_TEMPORAL else (2 * clip + 1) ** 2
+
+
+def encode_latents(values: np.ndarray, coder: EntropyCoder, width: int | None = None) -> bytes:
     """Self-contained stream for one channel of a latent grid, integers shaped (cells, positions).
 
     Neighbouring cells of a grid are frames a few apart, so a value predicts the one at its
-    position in the next cell: coding each value under the histogram of its context class (the
-    earlier value clipped to -K..K) saves 14-18% of the fine grid of a bunny session
-    (benchmarks/results/latent_coding.md). Small grids
-    do not repay the extra histograms, so the stream keeps the shortest of: one plain ints stream,
-    or the temporal split with each clip of LATENT_CONTEXT_CLIPS.
+    position in the next cell (TEMPORAL: 14-18% off the fine grid of a bunny session,
+    benchmarks/results/latent_coding.md); neighbouring positions of a cell are neighbouring
+    pixels, so a value's left and upper neighbours predict it too (SPATIAL, format 1.4: given the
+    grid's `width`). Small grids do not repay the extra histograms, so the stream keeps the
+    shortest of: one plain ints stream, the temporal split with each clip of
+    LATENT_CONTEXT_CLIPS, the spatial split with each clip of LATENT_SPATIAL_CLIPS.
 
-    Layout: mode byte; PLAIN: an ints stream of every value, row-major. TEMPORAL: u8 K, then for
-    each class 0..2K+1: uvarint count, uvarint byte length, an ints stream of that class's values
-    in row-major order.
+    Layout (docs/FORMAT.md, "latents stream"): mode byte; PLAIN: an ints stream of every value,
+    row-major. TEMPORAL / SPATIAL: u8 K, then for each class: uvarint count, uvarint byte length,
+    an ints stream of that class's values (TEMPORAL in row-major order, SPATIAL in wavefront
+    order).
     """
     values = np.asarray(values)
     if values.ndim != 2 or (values.size and not np.issubdtype(values.dtype, np.integer)):
         raise ConfigError(f"encode_latents wants 2-D integers, got {values.dtype}{values.shape}")
+    if width is not None and (width < 1 or values.shape[1] % width):
+        raise ConfigError(f"width {width} does not divide the {values.shape[1]} positions")
     best = bytes([_LATENT_PLAIN]) + encode_ints(values.ravel(), coder)
+    candidates = []
     if values.shape[0] > 1:
+        flat = values.ravel()
         for clip in LATENT_CONTEXT_CLIPS:
-            candidate = _encode_temporal(values, clip, coder)
-            if len(candidate) < len(best):
-                best = candidate
+            candidates.append((_LATENT_TEMPORAL, clip, flat, context_classes(values, clip).ravel()))
+    if width is not None and values.size:
+        grid = values.reshape(values.shape[0], -1, width)
+        order = _wavefront_order(*grid.shape)
+        for clip in LATENT_SPATIAL_CLIPS:
+            classes = spatial_classes(grid, clip).ravel()[order]
+            candidates.append((_LATENT_SPATIAL, clip, grid.ravel()[order], classes))
+    for mode, clip, ordered, classes in candidates:
+        candidate = _encode_split(mode, clip, ordered, classes, coder)
+        if len(candidate) < len(best):
+            best = candidate
     return best
 
 
-def decode_latents(data: bytes, cells: int, positions: int, coder: EntropyCoder) -> np.ndarray:
-    """Inverse of encode_latents: int32 values shaped (cells, positions)."""
+def decode_latents(
+    data: bytes, cells: int, positions: int, coder: EntropyCoder, width: int | None = None
+) -> np.ndarray:
+    """Inverse of encode_latents: int32 values shaped (cells, positions). `width` is the grid's
+    (files of format 1.4 and later); without it a SPATIAL stream is refused."""
     count = check_count(cells * positions, "latents stream")
     reader = Reader(data, "latents stream")
     mode = reader.u8()
     if mode == _LATENT_PLAIN:
         return decode_ints(reader.rest(), count, coder).reshape(cells, positions)
-    if mode != _LATENT_TEMPORAL:
-        raise ArchiveError(f"latents stream: unknown mode {mode} (expected 0 or 1)")
+    if mode == _LATENT_SPATIAL and width is None:
+        raise reader.fail("spatial context coding (mode 2) is defined from format 1.4 on")
+    if mode not in (_LATENT_TEMPORAL, _LATENT_SPATIAL):
+        raise ArchiveError(f"latents stream: unknown mode {mode} (expected 0, 1 or 2)")
     clip = reader.u8()
-    if not 1 <= clip <= MAX_CONTEXT_CLIP:
-        raise reader.fail(f"context clip must be 1..{MAX_CONTEXT_CLIP}, found {clip}")
+    widest = MAX_CONTEXT_CLIP if mode == _LATENT_TEMPORAL else MAX_SPATIAL_CLIP
+    if not 1 <= clip <= widest:
+        raise reader.fail(f"context clip must be 1..{widest}, found {clip}")
     parts, total = [], 0
-    for _ in range(2 * clip + 2):
+    for _ in range(_class_count(mode, clip)):
         n = reader.uvarint(count)
         total += n
         if total > count:
@@ -461,6 +529,17 @@ def decode_latents(data: bytes, cells: int, positions: int, coder: EntropyCoder)
     reader.end()
     if total != count:
         raise reader.fail(f"context classes hold {total} values, the grid has {count}")
+    if mode == _LATENT_TEMPORAL:
+        return _fill_temporal(parts, clip, cells, positions, reader)
+    if width < 1 or positions % width:
+        raise reader.fail(f"a grid of {positions} positions cannot be {width} wide")
+    grid = _fill_spatial(parts, clip, (cells, positions // width, width), reader)
+    return grid.reshape(cells, positions)
+
+
+def _fill_temporal(
+    parts: list[np.ndarray], clip: int, cells: int, positions: int, reader: Reader
+) -> np.ndarray:
     out = np.empty((cells, positions), dtype=np.int32)
     taken = np.zeros(len(parts), dtype=np.int64)
     for cell in range(cells):
@@ -476,3 +555,30 @@ def decode_latents(data: bytes, cells: int, positions: int, coder: EntropyCoder)
             out[cell, where] = parts[k][taken[k] : taken[k] + n]
             taken[k] += n
     return out
+
+
+def _fill_spatial(
+    parts: list[np.ndarray], clip: int, shape: tuple[int, int, int], reader: Reader
+) -> np.ndarray:
+    """Fill the grid diagonal by diagonal (every cell at once): a diagonal's classes depend only
+    on the diagonal before it, and its values are the next ones of each class's stream."""
+    cells, height, width = shape
+    padded = np.zeros((cells, height + 1, width + 1), dtype=np.int32)  # zero row and column
+    sizes = np.array([p.shape[0] for p in parts], dtype=np.int64)
+    pool = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    taken = np.cumsum(sizes) - sizes  # next unread value of each class, in `pool`
+    ends = taken + sizes
+    for diagonal in range(height + width - 1):
+        ys = np.arange(max(0, diagonal - width + 1), min(height - 1, diagonal) + 1)
+        xs = diagonal - ys
+        classes = _spatial_class(padded[:, ys + 1, xs], padded[:, ys, xs + 1], clip).ravel()
+        counts = np.bincount(classes, minlength=len(parts))
+        if np.any(taken + counts > ends):
+            raise reader.fail("a context class holds fewer values than the grid reads")
+        order = np.argsort(classes, kind="stable")
+        rank = np.arange(classes.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        values = np.empty(classes.size, dtype=np.int32)
+        values[order] = pool[np.repeat(taken, counts) + rank]
+        padded[:, ys + 1, xs + 1] = values.reshape(cells, ys.size)
+        taken += counts
+    return padded[:, 1:, 1:]

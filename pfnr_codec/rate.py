@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .entropy import LATENT_CONTEXT_CLIPS, context_classes
+from .entropy import latent_context_splits
 from .model import PFNR, Head, MaskedWeight
 from .quant import max_code
 
@@ -206,8 +206,9 @@ class RateModel(nn.Module):
         total = sum(empirical_bits(codes) for codes in self._new_codes(model, masks))
         for grid in head.grids().values():
             values = torch.round(grid.values.detach()).cpu().numpy().astype(np.int64)
+            width = values.shape[-1]
             total += sum(
-                latent_channel_bits(values[:, c].reshape(values.shape[0], -1))
+                latent_channel_bits(values[:, c].reshape(values.shape[0], -1), width)
                 for c in range(values.shape[1])
             )
         return total
@@ -231,19 +232,25 @@ def empirical_bits(values: Tensor) -> float:
     return total
 
 
-def _entropy_bits(values: np.ndarray) -> float:
-    counts = np.unique(values, return_counts=True)[1].astype(np.float64)
-    return float(-(counts * np.log2(counts / counts.sum())).sum())
+def _split_bits(values: np.ndarray, classes: np.ndarray) -> float:
+    """Bits of `values` coded with one histogram per context class (sum of n H over classes)."""
+    if values.size == 0:
+        return 0.0
+    offset = values.ravel() - values.min()
+    span = int(offset.max()) + 1
+    counts = np.bincount(classes.ravel() * span + offset).astype(np.float64)
+    counts = np.pad(counts, (0, -counts.size % span)).reshape(-1, span)
+    totals = counts.sum(axis=1, keepdims=True)
+    used = counts > 0
+    return float(-(counts[used] * np.log2((counts / np.maximum(totals, 1))[used])).sum())
 
 
-def latent_channel_bits(values: np.ndarray) -> float:
+def latent_channel_bits(values: np.ndarray, width: int | None = None) -> float:
     """Bits of one latent channel (cells, positions) as `entropy.encode_latents` codes it: the
-    fewest of its plain entropy and its entropies split by each temporal context tried."""
-    best = _entropy_bits(values)
-    for clip in LATENT_CONTEXT_CLIPS if values.shape[0] > 1 else ():
-        classes = context_classes(values, clip)
-        split = sum(_entropy_bits(values[classes == k]) for k in np.unique(classes))
-        best = min(best, split)
+    fewest of its plain entropy and its entropies split by each context the encoder tries."""
+    best = _split_bits(values, np.zeros(values.shape, dtype=np.int64))
+    for classes in latent_context_splits(values, width):
+        best = min(best, _split_bits(values, classes))
     return best
 
 

@@ -24,6 +24,7 @@ from pfnr_codec.entropy import (
     ints_side_bytes,
 )
 from pfnr_codec.errors import ArchiveError, ConfigError
+from pfnr_codec.rate import latent_channel_bits
 
 CONSTRICTION = get_coder("constriction")
 
@@ -308,3 +309,85 @@ def test_crafted_latents_streams_are_refused() -> None:
         except ArchiveError:
             continue
         assert out.shape == (6, 40)
+
+
+def _smooth_maps(seed: int, cells: int, height: int, width: int) -> np.ndarray:
+    """Latent maps whose neighbouring positions are alike (like a fine grid under a moving camera:
+    each cell its own picture, so the cell before predicts little)."""
+    rng = np.random.default_rng(seed)
+    field = np.cumsum(np.cumsum(rng.integers(-1, 2, (cells, height, width)), 1), 2)
+    return (field // 4).reshape(cells, height * width).astype(np.int64)
+
+
+def _spatial_stream(values: np.ndarray, width: int, clip: int) -> bytes:
+    """A SPATIAL latents stream whatever mode the writer would pick."""
+    grid = values.reshape(values.shape[0], -1, width)
+    order = entropy._wavefront_order(*grid.shape)
+    classes = entropy.spatial_classes(grid, clip).ravel()[order]
+    return entropy._encode_split(
+        entropy._LATENT_SPATIAL, clip, grid.ravel()[order], classes, CONSTRICTION
+    )
+
+
+@pytest.mark.parametrize(
+    ("cells", "height", "width"), [(1, 1, 1), (1, 7, 1), (3, 1, 9), (5, 6, 11), (2, 20, 30)]
+)
+def test_spatial_latents_round_trip(cells: int, height: int, width: int) -> None:
+    for values in (
+        _smooth_maps(cells, cells, height, width),
+        np.rint(np.random.default_rng(2).laplace(0, 2, (cells, height * width))).astype(np.int64),
+    ):
+        for clip in entropy.LATENT_SPATIAL_CLIPS:
+            data = _spatial_stream(values, width, clip)
+            out = decode_latents(data, cells, height * width, CONSTRICTION, width)
+            assert np.array_equal(out, values)
+        data = encode_latents(values, CONSTRICTION, width)
+        assert np.array_equal(
+            decode_latents(data, cells, height * width, CONSTRICTION, width), values
+        )
+
+
+def test_latents_use_the_neighbours_when_they_pay() -> None:
+    maps = _smooth_maps(7, 12, 30, 40)
+    temporal_only = encode_latents(maps, CONSTRICTION)
+    coded = encode_latents(maps, CONSTRICTION, 40)
+    assert coded[0] == entropy._LATENT_SPATIAL, coded[0]
+    assert len(coded) < 0.8 * len(temporal_only), (len(coded), len(temporal_only))
+    walk = _latent_walk(3, 20, 2000)  # the cell before predicts best: TEMPORAL stays
+    assert encode_latents(walk, CONSTRICTION, 50)[0] == entropy._LATENT_TEMPORAL
+
+
+def test_the_rate_estimate_follows_the_spatial_context() -> None:
+    """Training's estimate of a latent channel's size sees the context the writer will use."""
+    maps = _smooth_maps(8, 12, 30, 40)
+    with_width = latent_channel_bits(maps, 40) / 8
+    coded = len(encode_latents(maps, CONSTRICTION, 40))
+    assert with_width < latent_channel_bits(maps) / 8
+    assert 0.8 * coded < with_width < coded, (with_width, coded)
+
+
+def test_crafted_spatial_latents_streams_are_refused() -> None:
+    maps = _smooth_maps(9, 4, 6, 10)
+    good = _spatial_stream(maps, 10, 2)
+    with pytest.raises(ArchiveError, match="defined from format 1.4"):
+        decode_latents(good, 4, 60, CONSTRICTION)  # a file before 1.4 has no width to give
+    with pytest.raises(ArchiveError, match="cannot be 7 wide"):
+        decode_latents(good, 4, 60, CONSTRICTION, 7)
+    for clip in (0, entropy.MAX_SPATIAL_CLIP + 1):
+        with pytest.raises(ArchiveError, match="context clip must be"):
+            decode_latents(bytes([entropy._LATENT_SPATIAL, clip]), 4, 60, CONSTRICTION, 10)
+    zeros = np.zeros(240, dtype=np.int32)
+    out = [bytes([entropy._LATENT_SPATIAL, 1])]
+    for k in range(9):  # every value claimed by class 8 (left and up both >= 1): class 4 runs dry
+        part = encode_ints(zeros if k == 8 else zeros[:0], CONSTRICTION)
+        out += [uvarint(240 if k == 8 else 0), uvarint(len(part)), part]
+    with pytest.raises(ArchiveError, match="fewer values than the grid reads"):
+        decode_latents(b"".join(out), 4, 60, CONSTRICTION, 10)
+    samples = [good[:cut] for cut in range(0, len(good), 3)]
+    samples += [good[:i] + bytes([good[i] ^ 0x24]) + good[i + 1 :] for i in range(len(good))]
+    for data in samples:
+        try:
+            decoded = decode_latents(data, 4, 60, CONSTRICTION, 10)
+        except ArchiveError:
+            continue
+        assert decoded.shape == (4, 60)

@@ -65,4 +65,5 @@ def test_golden_latents_streams_decode_to_their_values(golden):
     for entry in recorded["streams"]:
         values = np.array(entry["values"], dtype=np.int64)
         data = base64.b64decode(entry["stream"])
-        assert np.array_equal(decode_latents(data, *values.shape, coder), values)
+        width = entry.get("width")  # (1.4) a SPATIAL stream's grid width
+        assert np.array_equal(decode_latents(data, *values.shape, coder, width), values)

@@ -58,11 +58,16 @@ def write_latents_golden(path: Path) -> None:
     start = np.rint(rng.laplace(0, 3, 300))
     walk = np.concatenate([start[None], start + np.cumsum(rng.integers(-1, 2, (11, 300)), 0)])
     noise = np.rint(rng.laplace(0, 3, (12, 300)))
+    # Maps alike from one position to the next, 15 x 20 (1.4: coded by their neighbours).
+    maps = np.cumsum(np.cumsum(rng.integers(-1, 2, (12, 15, 20)), 1), 2).reshape(12, 300) // 4
     streams = []
-    for values in (walk.astype(np.int64), noise.astype(np.int64)):
-        data = encode_latents(values, coder)
-        streams.append({"stream": base64.b64encode(data).decode(), "values": values.tolist()})
-    assert {base64.b64decode(s["stream"])[0] for s in streams} == {0, 1}, "a mode is missing"
+    for values, width in ((walk, None), (noise, None), (maps, 20)):
+        values = values.astype(np.int64)
+        data = encode_latents(values, coder, width)
+        entry = {"stream": base64.b64encode(data).decode(), "values": values.tolist()}
+        streams.append(entry | ({"width": width} if width else {}))
+    modes = {base64.b64decode(s["stream"])[0] for s in streams}
+    assert modes == {0, 1, 2}, f"a mode is missing: {modes}"
     path.write_text(json.dumps({"coder": coder.name, "streams": streams}) + "\n")
 
 
