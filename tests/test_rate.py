@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -151,3 +152,26 @@ def test_the_size_shown_while_training_is_near_the_stored_size():
     streams = pack_session(fit, CODER, FORMAT_VERSION)
     stored = sum(len(data) for data in streams.values()) + 1500  # + metadata
     assert estimate is not None and abs(estimate - stored) < 0.15 * stored, (estimate, stored)
+
+
+def test_latents_coded_by_their_neighbours_only_in_files_that_define_it():
+    """Rows of one value each (the left neighbour predicts the rest of a row, the cell before
+    predicts nothing): a 1.4 file codes them in SPATIAL mode, a 1.3 file cannot, and both give
+    the same integers back."""
+    config = replace(CONFIG, base_height=12, base_width=20)  # maps big enough to repay tables
+    model = PFNR(config)
+    clip = synthetic_tensor(9, config.height, config.width, seed=32)
+    fit = fit_session(model, clip, TrainSettings(epochs=1, capacity=1.0), session_seed=1)
+    fine = fit.head.grids()["latent/fine"].values
+    cells, channels, height, _ = fine.shape
+    rows = torch.randint(
+        -1, 2, (cells, channels, height, 1), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        fine.copy_(rows.expand_as(fine).float())
+    for version, spatial in (((1, 3), False), ((1, 4), True)):
+        streams = pack_session(fit, CODER, version)
+        modes = {streams[f"latent/fine/{c}"][0] for c in range(channels)}
+        assert (2 in modes) == spatial, (version, modes)
+        _, head = unpack_session(streams, PFNR(config), CODER, 9, version)
+        assert torch.equal(head.grids()["latent/fine"].values, fine)
