@@ -47,6 +47,7 @@ from .model import PFNR
 from .render import render_frames, resolve_device, session_weights
 from .scenes import scene_starts
 from .session_meta import SCENES_VERSION, SessionMeta
+from .stamps import created_stamp, encode_time_entry, source_date_epoch
 from .train import Progress, TrainSettings, fit_session
 from .video import VideoInfo, channels_first, probe_video, read_video, resize_frames
 
@@ -379,6 +380,7 @@ def encode_video(
     if options.quality is not None:
         check_quality(options.quality)  # a bad level fails before anything is read or locked
     check_target(options)
+    source_date_epoch()  # a malformed SOURCE_DATE_EPOCH too
     world = distributed.world_from_env()
     device = distributed.rank_device(world, resolve_device(options.device))
     distributed.join(world, device)
@@ -445,10 +447,11 @@ def encode_video(
             "sha256": fingerprint(decoded),
             "sha256_exact": fingerprint(exact),
             "device": device.type,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": created_stamp(),
         }
         streams = pack_session(fit, get_coder(header["coder"]), nxt.version)
-        meta["encode_seconds"] = round(time.monotonic() - start, 3)
+        elapsed = time.monotonic() - start
+        meta |= encode_time_entry(elapsed)
         SessionMeta.from_dict(meta, "new session meta")  # what readers will check
         contents = append_session(archive, header, SessionChunk(meta, streams), count)
     report = _session_report(
@@ -462,7 +465,7 @@ def encode_video(
     notes = _budget_notes(settings, fit.epochs) + _target_note(settings, report.bytes)
     if info.bit_depth > 8:
         notes += (f"the source has {info.bit_depth}-bit samples; pfnr codes 8-bit RGB",)
-    return replace(report, notes=notes)
+    return replace(report, notes=notes, encode_seconds=round(elapsed, 3))
 
 
 def _scenes(frames: np.ndarray, config: ModelConfig, version: tuple[int, int]) -> tuple[int, ...]:

@@ -7,7 +7,6 @@ header keys live here, next to the code that writes and checks them; docs/FORMAT
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from .errors import ArchiveError, UsageError
 from .growth import SharedWeights, check_grow, check_store_size
 from .model import PFNR, Head
 from .session_meta import SessionMeta
+from .stamps import created_stamp
 
 MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
@@ -33,7 +33,7 @@ def new_header(preset: str, config: ModelConfig, coder: str) -> dict[str, Any]:
     return {
         "tool": "pfnr",
         "tool_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": created_stamp(),
         "preset": preset,
         "model": config.to_dict(),
         "coder": coder,

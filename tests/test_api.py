@@ -271,3 +271,25 @@ def test_a_size_target_is_checked_before_anything_is_written(clips, tmp_path, op
     with pytest.raises(ConfigError, match=message):
         encode_video(archive, clips[0], EncodeOptions(epochs=1, **options))
     assert not archive.exists()
+
+
+def test_source_date_epoch_makes_two_encodes_byte_identical(clips, tmp_path, monkeypatch):
+    """The clock is all that tells two same-seed, same-epoch encodes apart; SOURCE_DATE_EPOCH
+    fixes `created` and leaves the encode time out of the file (the report still has it)."""
+    quick = EncodeOptions(preset="tiny", epochs=2, device="cpu")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    paths = [tmp_path / "a.pfnr", tmp_path / "b.pfnr"]
+    reports = [encode_video(path, clips[2], quick) for path in paths]
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    contents = read_archive(paths[0])
+    assert contents.header["created"] == contents.sessions[0].meta["created"]
+    assert contents.sessions[0].meta["created"] == "2023-11-14T22:13:20Z"
+    assert "encode_seconds" not in contents.sessions[0].meta
+    assert reports[0].encode_seconds is not None and reports[0].encode_seconds > 0
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(UsageError, match="SOURCE_DATE_EPOCH must be a Unix time"):
+        encode_video(tmp_path / "c.pfnr", clips[2], quick)
+    assert not (tmp_path / "c.pfnr").exists()
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    encode_video(tmp_path / "d.pfnr", clips[2], quick)
+    assert read_archive(tmp_path / "d.pfnr").sessions[0].meta["encode_seconds"] > 0
