@@ -423,18 +423,22 @@ def spatial_classes(grid: np.ndarray, clip: int) -> np.ndarray:
     return _spatial_class(left, up, clip).astype(np.int64)
 
 
-def latent_context_splits(values: np.ndarray, width: int | None) -> list[np.ndarray]:
-    """The context classes of a channel (cells, positions) under each split an encoder tries
-    (shaped like `values`): temporal with every clip of LATENT_CONTEXT_CLIPS, then, when the
-    grid's `width` is given (format 1.4), spatial with every clip of LATENT_SPATIAL_CLIPS."""
+def latent_context_splits(
+    values: np.ndarray, width: int | None
+) -> list[tuple[int, int, np.ndarray]]:
+    """(mode, K, the class of every value, shaped like `values`) of each split an encoder tries
+    on a channel (cells, positions): temporal with every clip of LATENT_CONTEXT_CLIPS, then, when
+    the grid's `width` is given (format 1.4), spatial with every clip of LATENT_SPATIAL_CLIPS."""
     splits = []
     if values.shape[0] > 1:
-        splits += [context_classes(values, clip) for clip in LATENT_CONTEXT_CLIPS]
-    if width is not None:
+        for clip in LATENT_CONTEXT_CLIPS:
+            splits.append((_LATENT_TEMPORAL, clip, context_classes(values, clip)))
+    if width is not None and values.size:
         grid = values.reshape(values.shape[0], -1, width)
-        splits += [
-            spatial_classes(grid, clip).reshape(values.shape) for clip in LATENT_SPATIAL_CLIPS
-        ]
+        for clip in LATENT_SPATIAL_CLIPS:
+            splits.append(
+                (_LATENT_SPATIAL, clip, spatial_classes(grid, clip).reshape(values.shape))
+            )
     return splits
 
 
@@ -483,19 +487,12 @@ def encode_latents(values: np.ndarray, coder: EntropyCoder, width: int | None = 
     if width is not None and (width < 1 or values.shape[1] % width):
         raise ConfigError(f"width {width} does not divide the {values.shape[1]} positions")
     best = bytes([_LATENT_PLAIN]) + encode_ints(values.ravel(), coder)
-    candidates = []
-    if values.shape[0] > 1:
-        flat = values.ravel()
-        for clip in LATENT_CONTEXT_CLIPS:
-            candidates.append((_LATENT_TEMPORAL, clip, flat, context_classes(values, clip).ravel()))
-    if width is not None and values.size:
-        grid = values.reshape(values.shape[0], -1, width)
-        order = _wavefront_order(*grid.shape)
-        for clip in LATENT_SPATIAL_CLIPS:
-            classes = spatial_classes(grid, clip).ravel()[order]
-            candidates.append((_LATENT_SPATIAL, clip, grid.ravel()[order], classes))
-    for mode, clip, ordered, classes in candidates:
-        candidate = _encode_split(mode, clip, ordered, classes, coder)
+    for mode, clip, classes in latent_context_splits(values, width):
+        if mode == _LATENT_SPATIAL:  # wavefront order: what a decoder can fill in
+            order = _wavefront_order(values.shape[0], values.shape[1] // width, width)
+        else:  # row-major
+            order = np.arange(values.size)
+        candidate = _encode_split(mode, clip, values.ravel()[order], classes.ravel()[order], coder)
         if len(candidate) < len(best):
             best = candidate
     return best

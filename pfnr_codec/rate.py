@@ -249,7 +249,7 @@ def latent_channel_bits(values: np.ndarray, width: int | None = None) -> float:
     """Bits of one latent channel (cells, positions) as `entropy.encode_latents` codes it: the
     fewest of its plain entropy and its entropies split by each context the encoder tries."""
     best = _split_bits(values, np.zeros(values.shape, dtype=np.int64))
-    for classes in latent_context_splits(values, width):
+    for _, _, classes in latent_context_splits(values, width):
         best = min(best, _split_bits(values, classes))
     return best
 
