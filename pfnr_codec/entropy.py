@@ -562,7 +562,7 @@ def _fill_spatial(
     cells, height, width = shape
     padded = np.zeros((cells, height + 1, width + 1), dtype=np.int32)  # zero row and column
     sizes = np.array([p.shape[0] for p in parts], dtype=np.int64)
-    pool = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    pool = np.concatenate(parts)  # every mode has at least 9 classes
     taken = np.cumsum(sizes) - sizes  # next unread value of each class, in `pool`
     ends = taken + sizes
     for diagonal in range(height + width - 1):

@@ -124,6 +124,9 @@ def test_every_preset_gives_a_header_its_readers_accept(name):
         config = PRESETS[name].model_config(*source)
         assert ModelConfig.from_dict(config.to_dict()) == config
         assert config.height * config.width <= PRESETS[name].target_pixels
+
+
+def test_gpu_presets_work_at_their_full_size():
     assert PRESETS["gpu"].model_config(720, 1280).height == 720
     assert PRESETS["gpu-1080p"].model_config(1080, 1920).width == 1920
 
