@@ -375,6 +375,9 @@ class _Trainer:
                     weights, quantized = self.rate.quantized_weights(self.model, self.masks), True
                     # Earlier states have no steps: rolling back past this point would undo them.
                     sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
+                    # Quantized weights lose dB on purpose: judge what follows against them, not
+                    # against the float epochs (a rollback here quartered the rest's learning rate).
+                    frame_last[:] = -math.inf
             order = torch.randperm(n, generator=self.generator).to(self.device)  # frame indices
             loss_sum, mse_sum, collapsed = 0.0, 0.0, False
             for step in range(steps_per_epoch):

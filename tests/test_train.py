@@ -324,6 +324,22 @@ def test_steering_raises_lambda_over_the_target_and_lowers_it_under_within_limit
         TrainSettings(rate_lambda=0.0, target_bytes=1000.0)
 
 
+def test_the_switch_to_quantized_weights_is_no_collapse():
+    """At 2 bits the first quantized epoch loses dB against the float epoch before it (some of
+    its batches more than the 4 dB a collapse check allows: before the check was reset at the
+    switch this run rolled back once): that is the switch, not a collapse. Rolling back there
+    would quarter the learning rate for the rest of training (each recovery does)."""
+    clip = synthetic_tensor(FRAMES, CONFIG.height, CONFIG.width, seed=8)
+    tiny = {**PRESETS["tiny"].train, "epochs": 16, "batch_size": 2, "bits": 2}
+    torch.manual_seed(0)
+    fit = fit_session(PFNR(CONFIG), clip, TrainSettings(**tiny), session_seed=1)
+    psnr = [p.psnr for p in fit.history]
+    switch = next(i for i, p in enumerate(fit.history) if p.estimated_bytes is not None)
+    assert psnr[switch] < psnr[switch - 1] - 2.0, psnr  # the switch costs dB on purpose
+    assert fit.recoveries == 0, psnr
+    assert fit.epochs == tiny["epochs"]
+
+
 def test_a_rate_steered_up_lowers_psnr_on_purpose_without_a_rollback():
     """Aimed at an impossible 1 byte, lambda climbs to its ceiling and PSNR falls by design over
     many epochs. That is no collapse: the guard compares a batch with its frames' last visit,
