@@ -103,13 +103,19 @@ def extract_clips(package: bytes, names: Sequence[str]) -> dict[str, bytes]:
     return found
 
 
-def download(url: str, expected_sha256: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 (pinned https URL)
-        data = response.read(_MAX_PACKAGE_BYTES + 1)
-    if len(data) > _MAX_PACKAGE_BYTES:
-        raise ValueError(f"{url} is larger than {_MAX_PACKAGE_BYTES} bytes")
-    if sha256(data) != expected_sha256:
-        raise ValueError(f"{url}: SHA-256 differs from the pinned one")
+def read_package(local: Path | None) -> bytes:
+    """The pinned package's bytes, from `local` or downloaded; refused unless its SHA-256 is the
+    pinned one."""
+    if local is not None:
+        where, data = str(local), local.read_bytes()
+    else:
+        print(f"downloading {PACKAGE_URL}", file=sys.stderr)
+        with urllib.request.urlopen(PACKAGE_URL, timeout=120) as response:  # noqa: S310 (pinned)
+            where, data = PACKAGE_URL, response.read(_MAX_PACKAGE_BYTES + 1)
+        if len(data) > _MAX_PACKAGE_BYTES:
+            raise ValueError(f"{where} is larger than {_MAX_PACKAGE_BYTES} bytes")
+    if sha256(data) != PACKAGE_SHA256:
+        raise ValueError(f"{where}: SHA-256 differs from the pinned one")
     return data
 
 
@@ -125,14 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [name for name in args.clips if not (args.out / name).is_file()]
     if missing:
         try:
-            if args.package:
-                package = args.package.read_bytes()
-                if sha256(package) != PACKAGE_SHA256:
-                    raise ValueError(f"{args.package}: SHA-256 differs from the pinned one")
-            else:
-                print(f"downloading {PACKAGE_URL}", file=sys.stderr)
-                package = download(PACKAGE_URL, PACKAGE_SHA256)
-            clips = extract_clips(package, missing)
+            clips = extract_clips(read_package(args.package), missing)
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
