@@ -364,6 +364,14 @@ _GPU_TRAIN = {
 # Latents start near the answer: a short warm-up and Adam's usual momentum (0.9) train them
 # faster than NeRV's 0.5 (bunny, 3 minutes: +0.4 dB at 20% fewer bits).
 _LATENT_TRAIN = {"adam_beta1": 0.9, "warmup": 0.1}
+# A quarter of the rates the latent family started with (1.5e-2, 0.1, 1e-2): at those, nearly
+# every 10-minute session collapsed near the warm-up's peak and went on at a quarter after its
+# rollback, having lost epochs to a training PSNR that stalled (bikes, quality 4).
+_CPU_LEARNING_RATES = {
+    "learning_rate": 3.75e-3,
+    "latent_learning_rate": 0.025,
+    "rate_learning_rate": 2.5e-3,
+}
 # The frame-time family trains as pfnr 0.1 did: L1 + SSIM, no rate term, rounding at the end.
 _FRAME_TIME_TRAIN = {
     "loss": "l1-ssim",
@@ -410,7 +418,7 @@ PRESETS: dict[str, Preset] = {
             "bits": 6,
             "epochs": 150,
             "minutes": 10.0,  # whichever ends first
-            "learning_rate": 1.5e-2,
+            **_CPU_LEARNING_RATES,
             "batch_size": 2,
             **_LATENT_TRAIN,
         },

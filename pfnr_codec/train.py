@@ -44,7 +44,6 @@ COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' PSNR at their last 
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
 LOSSES = ("mse", "l1-ssim")
-RATE_MODEL_LR = 1e-2  # learned steps and Laplace scales
 LATENT_INIT_GAIN = 8.0  # downsampled frame - 0.5 (within +-0.5) -> latents within about +-4 steps
 
 
@@ -58,6 +57,7 @@ class TrainSettings:
     minutes: float | None = None
     learning_rate: float = 5e-3
     latent_learning_rate: float = 0.1  # latents move in whole steps: they need larger updates
+    rate_learning_rate: float = 1e-2  # the rate model's learned steps and Laplace scales
     warmup: float = 0.2
     adam_beta1: float = 0.5  # NeRV's reference setting
     batch_size: int = 4
@@ -85,8 +85,9 @@ class TrainSettings:
             raise ConfigError(f"minutes must be positive and finite, got {self.minutes}")
         if not 0.0 < self.mask_settle <= 1.0:
             raise ConfigError(f"mask settle must be in (0, 1], got {self.mask_settle}")
-        if not self.learning_rate > 0 or not self.latent_learning_rate > 0:
-            raise ConfigError(f"learning rates must be positive, got {self.learning_rate}")
+        rates = (self.learning_rate, self.latent_learning_rate, self.rate_learning_rate)
+        if not all(rate > 0 for rate in rates):
+            raise ConfigError(f"learning rates must be positive, got {rates}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
@@ -561,7 +562,10 @@ def fit_session(
     latents = [grid.values for grid in head.grids().values()]
     shared = [p for mw in layers.values() for p in (mw.weight, mw.score)]
     shared += [head.conv.weight, head.conv.bias]
-    groups = [(shared, settings.learning_rate), (list(rate.parameters()), RATE_MODEL_LR)]
+    groups = [
+        (shared, settings.learning_rate),
+        (list(rate.parameters()), settings.rate_learning_rate),
+    ]
     if latents:
         groups.append((latents, settings.latent_learning_rate))
     minutes = settings.minutes
@@ -586,7 +590,7 @@ def fit_session(
         weights = [mw.weight for mw in layers.values()] + [head.conv.weight, head.conv.bias]
         tuned = [
             (weights, settings.learning_rate * 0.1),
-            (list(rate.log_step), RATE_MODEL_LR * 0.1),
+            (list(rate.log_step), settings.rate_learning_rate * 0.1),
         ]
         if latents:
             tuned.append((latents, settings.latent_learning_rate * 0.1))

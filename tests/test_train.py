@@ -388,3 +388,10 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_training():
     finally:
         interrupt._requested.clear()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.mark.parametrize("rate", ["learning_rate", "latent_learning_rate", "rate_learning_rate"])
+@pytest.mark.parametrize("value", [0.0, -1e-3, float("nan")])
+def test_every_learning_rate_must_be_positive(rate: str, value: float):
+    with pytest.raises(ConfigError, match="learning rates must be positive"):
+        TrainSettings(**{rate: value})
