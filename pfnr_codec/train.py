@@ -40,7 +40,12 @@ from .quant import quantize, quantize_with_scales
 from .rate import RateModel, rate_weight
 from .video import unit_float
 
-COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' PSNR at their last visit collapsed
+COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' PSNR at their last visit fell
+# A collapse: this many batches in a row fell (or any loss is not finite). One batch alone is noise:
+# bikes, quality 5, batches of 2, the worst batch of each epoch at the peak learning rate lies 0.7-2.8
+# dB below its frames' last visit, and a single 4 dB dip rolled back 10-minute sessions (qualities 2
+# and 5 of rd_bikes.md) and trained the rest at a quarter of the learning rate.
+COLLAPSE_BATCHES = 3
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
 LOSSES = ("mse", "l1-ssim")
@@ -163,6 +168,18 @@ class _Phase:
     # straight-through rounding): the rounding is learned, not suffered at the end.
     quantize_settled: bool = False
     weights_quantized: bool = False  # `weights` are already the stored ones: count their bits
+
+
+class CollapseWatch:
+    """Tells a collapse from a noisy batch: a non-finite loss, or `COLLAPSE_BATCHES` batches in a
+    row that each fell `COLLAPSE_DROP_DB` below their frames' last visit."""
+
+    def __init__(self) -> None:
+        self.fallen = 0  # batches in a row that fell
+
+    def collapsed(self, finite: bool, fell: bool) -> bool:
+        self.fallen = self.fallen + 1 if fell else 0
+        return not finite or self.fallen >= COLLAPSE_BATCHES
 
 
 def psnr_from_mse(mse: float) -> float:
@@ -367,6 +384,7 @@ class _Trainer:
         cap = epochs  # a time budget re-fits `epochs` below this after every epoch
         steps_per_epoch = math.ceil(n / (self.settings.batch_size * world.size))
         step_loss = _StepLoss(self)
+        watch = CollapseWatch()
         forward = distributed.data_parallel(world, step_loss)
         quantized = phase.weights_quantized
         while epoch < epochs:
@@ -396,14 +414,14 @@ class _Trainer:
                 mse = sum(per_frame) / len(per_frame)
                 batch_psnr = np.array([psnr_from_mse(m) for m in per_frame])
                 rows = idx.cpu().numpy()
-                collapsed = not math.isfinite(loss.item()) or np.mean(batch_psnr) < (
-                    np.mean(frame_last[rows]) - COLLAPSE_DROP_DB
-                )
+                fell = np.mean(batch_psnr) < np.mean(frame_last[rows]) - COLLAPSE_DROP_DB
+                collapsed = watch.collapsed(math.isfinite(loss.item()), fell)
                 if distributed.any_rank(world, collapsed):  # every rank rolls back together
                     collapsed = True
                     break
-                frame_last[rows] = batch_psnr
-                if step == 0:
+                if not fell:  # a fall is judged against the frames' PSNR before it, until it ends
+                    frame_last[rows] = batch_psnr
+                if step == 0 and not distributed.any_rank(world, fell):
                     sound = pending  # this batch ran on the saved state: it holds
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -417,7 +435,7 @@ class _Trainer:
                 lr_scale *= RECOVERY_LR_FACTOR
                 self._load(sound[0])
                 optimizer.load_state_dict(sound[1])
-                pending = sound
+                pending, watch = sound, CollapseWatch()
                 # Judge what follows against the restored state, not the quality it never had.
                 frame_last[:] = -math.inf
                 continue

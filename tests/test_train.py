@@ -14,8 +14,10 @@ from pfnr_codec.errors import ConfigError
 from pfnr_codec.model import PFNR
 from pfnr_codec.render import render_frames, session_weights
 from pfnr_codec.train import (
+    COLLAPSE_BATCHES,
     STEER_LIMIT,
     STEER_RANGE,
+    CollapseWatch,
     TrainSettings,
     fit_session,
     predicted_bytes,
@@ -116,6 +118,14 @@ def test_quantization_aware_training_ends_on_the_model_it_stores(aware):
         assert abs(gap) < 0.15, (fit.psnr_float, decoded)
     else:
         assert gap > 0.5, (fit.psnr_float, decoded)
+
+
+def test_one_noisy_batch_is_not_a_collapse_but_a_run_of_falls_or_a_nan_is():
+    watch = CollapseWatch()
+    pattern = [True] * (COLLAPSE_BATCHES - 1) + [False] + [True] * (COLLAPSE_BATCHES - 1)
+    assert not any(watch.collapsed(True, fell) for fell in pattern)
+    assert watch.collapsed(True, True)  # the COLLAPSE_BATCHES-th fall in a row
+    assert CollapseWatch().collapsed(False, False)  # a non-finite loss needs no streak
 
 
 def test_a_diverging_run_recovers_instead_of_returning_nan():
