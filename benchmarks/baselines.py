@@ -5,9 +5,11 @@
   per-channel codes, entropy coded with the archive's coder, float32 scales and heads) match the
   pfnr archive's total.
 - STL: one independent single-session archive per clip at capacity 1 (a plain dense network:
-  an all-ones mask costs almost nothing), its width chosen so the STL archives' total bytes match
-  the pfnr archive's. Sizes are set from a bits-per-weight estimate taken from the pfnr archive;
-  the bytes reported are the real ones.
+  an all-ones mask costs almost nothing). In a family trained against its coded size, each clip's
+  archive aims at the bytes its pfnr session took (`--target-size`), so every session meets its
+  own network at its own bytes and the totals match; otherwise its width is chosen so the STL
+  archives' total bytes match the pfnr archive's, from a bits-per-weight estimate taken from the
+  pfnr archive. The bytes reported are the real ones.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pfnr_codec.api import (
     inspect_archive,
     train_settings,
 )
-from pfnr_codec.config import get_preset, scaled_preset
+from pfnr_codec.config import get_preset, scaled_preset, trains_against_rate
 from pfnr_codec.entropy import DEFAULT_CODER, encode_ints, get_coder
 from pfnr_codec.model import PFNR
 from pfnr_codec.quant import dequantize, quantize
@@ -152,6 +154,7 @@ def run_stl(
     bits_per_weight: float,
     options: EncodeOptions,
     work: Path,
+    session_bytes: Sequence[int],
 ) -> Matrix:
     """One independent dense archive per clip; independent models never forget."""
     per_clip = target_bytes / len(clips)
@@ -159,7 +162,8 @@ def run_stl(
     own = _config(preset, 1.0, size)
     if any(c.shape[1:] != size for c in clips) or (own.height, own.width) != size:
         raise ValueError(f"STL expects every clip at one working size that is its own, got {size}")
-    scale = width_for_bytes(preset, shape, per_clip, bits_per_weight)
+    by_rate = trains_against_rate(get_preset(preset))
+    scale = 1.0 if by_rate else width_for_bytes(preset, shape, per_clip, bits_per_weight)
     n = len(clips)
     psnr = np.full((n, n), np.nan)
     sizes, total = [], 0
@@ -170,9 +174,12 @@ def run_stl(
         # The benchmark's frames, losslessly: every clip is coded at the pfnr archive's size.
         source = write_video(clip.frames, work / f"stl_{j + 1}.mkv", clip.fps)
         stl_options = replace(options, capacity=1.0, width_scale=scale, frames=None, preset=preset)
+        if by_rate:
+            stl_options = replace(stl_options, target_bytes=int(session_bytes[j]))
         encode_video(archive, source, stl_options)
         total += inspect_archive(archive).file_bytes
         sizes.append(total)
         frames = decode_session(archive, 1, size="working", device=options.device).frames
         psnr[j, j:] = quality(clip.frames, frames)[0]
-    return Matrix(f"STL (dense, width x{scale:g} each)", [c.name for c in clips], psnr, sizes)
+    label = "each at its pfnr session's bytes" if by_rate else f"width x{scale:g} each"
+    return Matrix(f"STL (dense, {label})", [c.name for c in clips], psnr, sizes)

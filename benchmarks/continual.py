@@ -2,6 +2,7 @@
 
     python -m benchmarks.continual --quick
     python -m benchmarks.continual a.mp4 b.mp4 c.mp4
+    python -m benchmarks.continual c.mp4 b.mp4 a.mp4 --name continual_reversed
 
 The PSNR matrix has a row per session i and a column per archive state j (after session j was
 appended, i <= j). pfnr's rows are constant, and the script checks that the decoded frames are
@@ -83,7 +84,12 @@ def run_pfnr(clips: Sequence[Clip], archive: Path, options: EncodeOptions) -> tu
                         decode_s=dec.seconds,
                         device=device,
                         versions=versions,
-                        extra={"reused_share": report.reused_share, "epochs": report.epochs},
+                        extra={
+                            "reused_share": report.reused_share,
+                            "epochs": report.epochs,
+                            "parts": report.parts,
+                            "added_channels": report.added_channels,
+                        },
                     )
                 )
             else:
@@ -97,6 +103,53 @@ def _with(options: EncodeOptions, **changes: object) -> EncodeOptions:
     from dataclasses import replace
 
     return replace(options, **changes)
+
+
+def session_rows(records: Sequence[Record]) -> list[list[object]]:
+    """Per pfnr session: what it paid for by part, how much of its network it reused, its time."""
+    rows = []
+    for r in records:
+        parts = r.extra["parts"]
+        weights = parts.get("weights", 0) + parts.get("scales", 0)
+        rows.append(
+            [
+                f"{r.settings['session']}: {r.clip}",
+                weights,
+                parts.get("latents", 0),
+                parts.get("masks", 0),
+                parts.get("heads", 0),
+                r.bytes,
+                r.extra["reused_share"],
+                r.extra["added_channels"],
+                r.encode_s,
+            ]
+        )
+    return rows
+
+
+def versus_own_rows(pfnr: Matrix, stl: Matrix, session_bytes: Sequence[int]) -> list[list[object]]:
+    """Each session against its own independent network (STL), bytes and final PSNR side by side."""
+    stl_bytes = np.diff([0, *stl.bytes])
+    rows = []
+    for i, name in enumerate(pfnr.names):
+        gap = pfnr.final[i] - stl.final[i]
+        rows.append(
+            [f"{i + 1}: {name}", session_bytes[i], pfnr.final[i], stl_bytes[i], stl.final[i], gap]
+        )
+    return rows
+
+
+SESSION_COLUMNS = [
+    "session",
+    "weights B",
+    "latents B",
+    "masks B",
+    "heads B",
+    "total B",
+    "mask reusing frozen",
+    "channels added",
+    "enc s",
+]
 
 
 def summary_rows(matrices: Sequence[Matrix], pixels: int) -> list[list[object]]:
@@ -126,10 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=None, help="per session")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", help="results file stem (e.g. one per clip order)")
     args = parser.parse_args(argv)
 
     quick = args.quick
-    stem = "continual_quick" if quick else "continual"
+    stem = args.name or ("continual_quick" if quick else "continual")
     paths = args.clips or [DEFAULT_CLIPS_DIR / name for name in DEFAULT_ORDER]
     frames = args.frames or (16 if quick else None)
     epochs = args.epochs or (40 if quick else 150)
@@ -150,12 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     archive = work / "continual.pfnr"
     pfnr, records = run_pfnr(clips, archive, options)
+    session_bytes = [r.bytes for r in records]
     shape = (info.height, info.width)
     rate = baselines.weight_bits(archive)
     matrices = [
         pfnr,
         baselines.run_finetune(clips, args.preset, shape, pfnr.bytes[-1], rate, options),
-        baselines.run_stl(clips, args.preset, shape, pfnr.bytes[-1], rate, options, work),
+        baselines.run_stl(
+            clips, args.preset, shape, pfnr.bytes[-1], rate, options, work, session_bytes
+        ),
     ]
 
     pixels = sum(int(np.prod(c.shape)) for c in clips)
@@ -170,6 +227,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         markdown_table(
             summary_rows(matrices, pixels),
             ["method", "total bytes", "bpp", "mean final PSNR", "max forgetting dB", "bit-exact"],
+        ),
+    ]
+    sections += [
+        "## pfnr sessions: bytes by part (weights with their scales), the share of each "
+        "session's mask that reuses frozen weights, channels it added (growth), encode time",
+        markdown_table(session_rows(records), SESSION_COLUMNS),
+    ]
+    sections += [
+        "## Each session against its own network (STL)",
+        markdown_table(
+            versus_own_rows(pfnr, matrices[2], session_bytes),
+            ["session", "pfnr B", "pfnr PSNR", "STL B", "STL PSNR", "pfnr - STL dB"],
         ),
     ]
     for m in matrices:

@@ -110,6 +110,7 @@ class SessionReport:
     scenes: int = 1  # scenes its latent grids follow (cuts found at encode + 1)
     recoveries: int | None = None  # rollbacks after a collapse while training (None: unrecorded)
     notes: tuple[str, ...] = ()  # what the encoder should be told about its budget
+    parts: dict[str, int] = field(default_factory=dict)  # its bytes by part (`session_parts`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -534,6 +535,7 @@ def _session_report(
 ) -> SessionReport:
     meta = SessionMeta.from_dict(chunk.meta, f"session {number} meta")
     active = max(1, meta.active_weights or 0)
+    parts = session_parts(chunk, size)
     return SessionReport(
         session=number,
         name=meta.name or "",
@@ -553,7 +555,19 @@ def _session_report(
         added_channels=sum(grow),
         scenes=len(meta.scenes_in(version)),
         recoveries=meta.recoveries,
+        parts=parts,
     )
+
+
+def session_parts(chunk: SessionChunk, size: int) -> dict[str, int]:
+    """A session's `size` bytes by part: its streams by category (weights, scales, masks, heads,
+    latents), and what is left of its chunk (metadata, framing) as session_meta."""
+    parts = {"weights": 0, "masks": 0, "scales": 0, "heads": 0}
+    for name, data in chunk.streams.items():
+        category = stream_category(name)
+        parts[category] = parts.get(category, 0) + len(data)
+    parts["session_meta"] = size - sum(len(data) for data in chunk.streams.values())
+    return parts
 
 
 def _reference_frames(
@@ -686,12 +700,9 @@ def inspect_archive(archive: Path) -> ArchiveInfo:
         for i, chunk in enumerate(contents.sessions)
     ]
     breakdown = {"header": contents.header_bytes, "weights": 0, "masks": 0, "scales": 0, "heads": 0}
-    for chunk, size in zip(contents.sessions, contents.session_bytes, strict=True):
-        streams = sum(len(v) for v in chunk.streams.values())
-        breakdown["session_meta"] = breakdown.get("session_meta", 0) + size - streams
-        for name, data in chunk.streams.items():
-            category = stream_category(name)
-            breakdown[category] = breakdown.get(category, 0) + len(data)
+    for report in sessions:
+        for part, size in report.parts.items():
+            breakdown[part] = breakdown.get(part, 0) + size
     pixels = sum(s.frames for s in sessions) * config.height * config.width
     return ArchiveInfo(
         path=str(archive),

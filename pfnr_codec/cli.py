@@ -149,6 +149,20 @@ def _table(title: str) -> Table:
 FULL_TABLE_WIDTH = 112
 
 
+def _session_parts_table(sessions: list[Any]) -> Table:
+    """What each session paid for, by part: what it stores of its own against the network."""
+    table = _table("bytes by session (weights with their scales; other: metadata)")
+    for column in ("session", "weights", "latents", "masks", "heads", "other", "total"):
+        table.add_column(column, justify="right")
+    for s in sessions:
+        parts = s.parts
+        weights = parts.get("weights", 0) + parts.get("scales", 0)
+        row = (weights, parts.get("latents", 0), parts.get("masks", 0), parts.get("heads", 0))
+        other = s.bytes - sum(row)
+        table.add_row(str(s.session), *(f"{n:,}" for n in (*row, other, s.bytes)))
+    return table
+
+
 def _session_table(title: str, sessions: list[Any], with_time: bool) -> Table:
     table = _table(title)
     full = out.width >= FULL_TABLE_WIDTH
@@ -500,6 +514,7 @@ def info(
             else (f"{len(grown)} sessions added ({which})")
         )
         out.print(f"growth: {sessions} {added:,} channels of their own")
+    out.print(_session_parts_table(report.sessions))
     parts = _table("bytes")
     for column in ("part", "bytes", "share"):
         parts.add_column(column, justify="right")

@@ -104,8 +104,15 @@ def test_info_shows_both_sessions_and_bytes_match_bpp(encoded):
     h, w = info["working_size"]
     pixels = sum(s["frames"] for s in info["sessions"]) * h * w
     assert info["bpp"] == pytest.approx(size * 8 / pixels)
+    # Each session's bytes by part add up to its bytes, and the sessions' parts to the archive's.
+    for s in info["sessions"]:
+        assert sum(s["parts"].values()) == s["bytes"] and s["parts"]["latents"] > 0
+    for part, total in info["breakdown"].items():
+        assert total == sum(s["parts"].get(part, 0) for s in info["sessions"]) or part == "header"
+    assert sum(info["breakdown"].values()) == size
     table = pfnr("info", encoded["archive"])
     assert table.returncode == 0 and "second" in table.stdout and "archive BPP" in table.stdout
+    assert "bytes by session" in table.stdout
 
 
 def test_decode_each_session_and_session_one_is_unchanged(encoded, clips):
