@@ -42,9 +42,9 @@ from .video import unit_float
 
 COLLAPSE_DROP_DB = 4.0  # a batch this far below its frames' PSNR at their last visit fell
 # A collapse: this many batches in a row fell (or any loss is not finite). One batch alone is noise:
-# bikes, quality 5, batches of 2, the worst batch of each epoch at the peak learning rate lies 0.7-2.8
-# dB below its frames' last visit, and a single 4 dB dip rolled back 10-minute sessions (qualities 2
-# and 5 of rd_bikes.md) and trained the rest at a quarter of the learning rate.
+# bikes, quality 5, batches of 2, 10 minutes, the worst batch of each epoch lies 0.3-3.4 dB below
+# its frames' last visit, and a single 4 dB dip rolled back sessions (qualities 2 and 5 of
+# rd_bikes_one_batch_rule.md) and trained the rest at a quarter of the learning rate.
 COLLAPSE_BATCHES = 3
 RECOVERY_LR_FACTOR = 0.25  # each rollback divides the learning rate by four
 MAX_RECOVERIES = 10
