@@ -39,7 +39,13 @@ from benchmarks.common import (
     write_markdown,
     write_records,
 )
-from pfnr_codec.api import EncodeOptions, decode_session, encode_video, inspect_archive
+from pfnr_codec.api import (
+    EncodeOptions,
+    decode_session,
+    encode_video,
+    inspect_archive,
+    shown_parts,
+)
 
 DEFAULT_ORDER = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 
@@ -109,15 +115,14 @@ def session_rows(records: Sequence[Record]) -> list[list[object]]:
     """Per pfnr session: what it paid for by part, how much of its network it reused, its time."""
     rows = []
     for r in records:
-        parts = r.extra["parts"]
-        weights = parts.get("weights", 0) + parts.get("scales", 0)
+        parts = shown_parts(r.extra["parts"])
         rows.append(
             [
                 f"{r.settings['session']}: {r.clip}",
-                weights,
-                parts.get("latents", 0),
-                parts.get("masks", 0),
-                parts.get("heads", 0),
+                parts["weights"],
+                parts["latents"],
+                parts["masks"],
+                parts["heads"],
                 r.bytes,
                 r.extra["reused_share"],
                 r.extra["added_channels"],

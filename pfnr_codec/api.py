@@ -570,6 +570,17 @@ def session_parts(chunk: SessionChunk, size: int) -> dict[str, int]:
     return parts
 
 
+def shown_parts(parts: dict[str, int]) -> dict[str, int]:
+    """A session's parts as reports show them: weights with their scales, metadata as other."""
+    return {
+        "weights": parts.get("weights", 0) + parts.get("scales", 0),
+        "latents": parts.get("latents", 0),
+        "masks": parts.get("masks", 0),
+        "heads": parts.get("heads", 0),
+        "other": parts.get("session_meta", 0),
+    }
+
+
 def _reference_frames(
     reference: Path, meta: SessionMeta, start: int, end: int, height: int, width: int
 ) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -151,15 +151,14 @@ FULL_TABLE_WIDTH = 112
 
 def _session_parts_table(sessions: list[Any]) -> Table:
     """What each session paid for, by part: what it stores of its own against the network."""
+    from .api import shown_parts
+
     table = _table("bytes by session (weights with their scales; other: metadata)")
     for column in ("session", "weights", "latents", "masks", "heads", "other", "total"):
         table.add_column(column, justify="right")
     for s in sessions:
-        parts = s.parts
-        weights = parts.get("weights", 0) + parts.get("scales", 0)
-        row = (weights, parts.get("latents", 0), parts.get("masks", 0), parts.get("heads", 0))
-        other = s.bytes - sum(row)
-        table.add_row(str(s.session), *(f"{n:,}" for n in (*row, other, s.bytes)))
+        row = (*shown_parts(s.parts).values(), s.bytes)
+        table.add_row(str(s.session), *(f"{n:,}" for n in row))
     return table
 
 

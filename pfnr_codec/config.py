@@ -368,7 +368,8 @@ _LATENT_TRAIN = {"adam_beta1": 0.9, "warmup": 0.1}
 # every 10-minute session collapsed near the warm-up's peak and went on at a quarter after its
 # rollback, having lost epochs to a training PSNR that stalled. At a quarter from the start:
 # bikes +186.5% -> +127.5% BD-rate against x264 medium, box's qualities 4 and 5 +1.9 and +3.5 dB
-# (rd_bikes.md, rd_ext_box.md against their *_former_lr.md).
+# (rd_bikes_one_batch_rule.md against rd_bikes_former_lr.md; rd_ext_box.md against
+# rd_ext_box_former_lr.md).
 _CPU_LEARNING_RATES = {
     "learning_rate": 3.75e-3,
     "latent_learning_rate": 0.025,
