@@ -53,22 +53,45 @@ class _LaplaceBits(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values: Tensor, log_scale: Tensor) -> Tensor:  # noqa: ANN001
         rounded = torch.round(values)
-        b = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
-        slope = 1 / (b * math.log(2))  # bits per step of magnitude in the tail
-        tail_offset = -torch.log2(0.5 * (1 - torch.exp(-1 / b))) - 0.5 * slope
-        zero_bits = -torch.log2((1 - torch.exp(-0.5 / b)).clamp(min=MIN_PROBABILITY))
-        tail = torch.addcmul(tail_offset, rounded.abs(), slope)
-        nonzero = rounded != 0
-        paying = nonzero & (tail <= MAX_BITS)  # where the gradient is not zero
-        # zero_bits is at most MAX_BITS already (its probability is floored at MIN_PROBABILITY)
-        bits = torch.where(nonzero, tail.clamp(max=MAX_BITS), zero_bits)
-        ctx.save_for_backward(rounded, paying, slope)
-        return bits.sum()
+        terms = _laplace_terms(log_scale)
+        bits, paying = _bits_by_value(rounded, *terms)
+        ctx.save_for_backward(rounded, paying, terms[0])
+        return bits
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
         rounded, paying, slope = ctx.saved_tensors
-        return torch.where(paying, torch.sign(rounded) * slope * grad, 0.0), None
+        return _laplace_gradient(rounded, paying, slope, grad), None
+
+
+def _laplace_terms(log_scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(bits per step of magnitude in the tail, the tail's offset, a zero's bits) at a scale."""
+    b = (2.0**log_scale).clamp(min=MIN_LAPLACE_SCALE)
+    slope = 1 / (b * math.log(2))
+    tail_offset = -torch.log2(0.5 * (1 - torch.exp(-1 / b))) - 0.5 * slope
+    # at most MAX_BITS: its probability is floored at MIN_PROBABILITY
+    zero_bits = -torch.log2((1 - torch.exp(-0.5 / b)).clamp(min=MIN_PROBABILITY))
+    return slope, tail_offset, zero_bits
+
+
+def _bits_by_value(
+    rounded: Tensor, slope: Tensor, tail_offset: Tensor, zero_bits: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Summed bits of integer values, each capped at MAX_BITS, and where the gradient is not 0."""
+    tail = torch.addcmul(tail_offset, rounded.abs(), slope)
+    nonzero = rounded != 0
+    paying = nonzero & (tail <= MAX_BITS)
+    return torch.where(nonzero, tail.clamp(max=MAX_BITS), zero_bits).sum(), paying
+
+
+def _laplace_gradient(
+    rounded: Tensor, paying: Tensor | None, slope: Tensor, grad: Tensor
+) -> Tensor:
+    """sign(x) / (b ln 2) where a value pays the tail's bits below the cap (None: every non-zero
+    value does), else 0."""
+    if paying is None:
+        return torch.sign(rounded) * slope * grad
+    return torch.where(paying, torch.sign(rounded) * slope * grad, 0.0)
 
 
 def laplace_bits(values: Tensor, log_scale: Tensor) -> Tensor:
@@ -92,20 +115,69 @@ def fitted_log_scale(values: Tensor, dims: tuple[int, ...] = (-1,)) -> Tensor:
     depends on three sums per histogram only (zeros, non-zeros, and their magnitudes past one
     half), so trying many scales is cheap."""
     with torch.no_grad():
-        magnitude = torch.round(values).abs()
-        count = math.prod(values.shape[d] for d in dims)
-        zeros = (magnitude == 0).sum(dims, keepdim=True).double()
-        excess = (magnitude - 0.5).clamp(min=0).double().sum(dims, keepdim=True)
-        shape = zeros.shape
-        zeros, excess = zeros.reshape(-1, 1), excess.reshape(-1, 1)
-        others = count - zeros
+        return _LaplaceFit(torch.round(values).abs(), dims).log_scale
+
+
+class _LaplaceFit:
+    """What a histogram's bits depend on, from the rounded magnitudes in one pass each: its count,
+    zeros and summed magnitude (float64, exact for integers), and the best scale for them."""
+
+    def __init__(self, magnitude: Tensor, dims: tuple[int, ...]) -> None:
+        self.count = math.prod(magnitude.shape[d] for d in dims)
+        self.zeros = (magnitude == 0).sum(dims, keepdim=True).double()
+        self.total = magnitude.double().sum(dims, keepdim=True)
+        # Each non-zero integer m lies m - 1/2 past the centre interval.
+        excess = self.total - 0.5 * (self.count - self.zeros)
+        zeros, excess = self.zeros.reshape(-1, 1), excess.reshape(-1, 1)
+        others = self.count - zeros
         b = (2.0 ** _SCALE_CANDIDATES.to(zeros)).clamp(min=MIN_LAPLACE_SCALE)[None, :]
         floor = torch.tensor(MIN_PROBABILITY, dtype=torch.float64, device=zeros.device)
         zero_bits = -torch.log2(torch.maximum(1 - torch.exp(-0.5 / b), floor))
         other_bits = -torch.log2(0.5 * (1 - torch.exp(-1 / b)))
         cost = zeros * zero_bits + others * other_bits + excess / (b * math.log(2))
-        best = _SCALE_CANDIDATES.to(values.device)[torch.argmin(cost, dim=1)]
-        return best.to(values.dtype).reshape(shape)
+        best = _SCALE_CANDIDATES.to(magnitude.device)[torch.argmin(cost, dim=1)]
+        self.log_scale = best.to(magnitude.dtype).reshape(self.zeros.shape)
+
+
+class _FittedLaplaceBits(torch.autograd.Function):
+    """`laplace_bits(values, fitted_log_scale(values, dims))` from the fit's own sums.
+
+    Below the 16-bit cap a histogram's bits are zeros x zero_bits + (non-zeros) x tail_offset +
+    slope x (summed magnitude): no pass over the values beyond the fit's. Only a histogram whose
+    largest magnitude reaches the cap is summed value by value. The gradient is the same tensor
+    `_LaplaceBits` gives. The rate term runs over every latent of a session at every step, so its
+    cost grows with the clip: this keeps it to a handful of passes."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, dims: tuple[int, ...]) -> Tensor:  # noqa: ANN001
+        rounded = torch.round(values)
+        if rounded.numel() == 0:
+            ctx.save_for_backward(rounded, None, rounded.new_zeros(()))
+            return rounded.sum()
+        magnitude = rounded.abs()
+        fit = _LaplaceFit(magnitude, dims)
+        slope, tail_offset, zero_bits = _laplace_terms(fit.log_scale)
+        capped = tail_offset + magnitude.amax(dims, keepdim=True) * slope > MAX_BITS
+        if bool(capped.any()):
+            bits, paying = _bits_by_value(rounded, slope, tail_offset, zero_bits)
+            ctx.save_for_backward(rounded, paying, slope)
+            return bits
+        others = fit.count - fit.zeros
+        bits = fit.zeros * zero_bits.double() + others * tail_offset.double()
+        bits = bits + slope.double() * fit.total
+        ctx.save_for_backward(rounded, None, slope)
+        return bits.sum().to(values.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
+        rounded, paying, slope = ctx.saved_tensors
+        return _laplace_gradient(rounded, paying, slope, grad), None
+
+
+def fitted_laplace_bits(values: Tensor, dims: tuple[int, ...] = (-1,)) -> Tensor:
+    """Bits of `values` under the discretised Laplace fitted to them (`fitted_log_scale` over
+    `dims`), rounded with a straight-through gradient: what the rate term counts."""
+    return _FittedLaplaceBits.apply(values, dims)
 
 
 def _per_group(mw: MaskedWeight, per_group: Tensor) -> Tensor:
@@ -196,7 +268,7 @@ class RateModel(nn.Module):
 
     def weight_bits(self, model: PFNR, masks: dict[str, Tensor]) -> Tensor:
         """Estimated bits of the codes of every newly claimed weight."""
-        parts = [laplace_bits(c, fitted_log_scale(c)) for c in self._new_codes(model, masks)]
+        parts = [fitted_laplace_bits(c) for c in self._new_codes(model, masks)]
         return _total(parts, self.device)
 
     @torch.no_grad()
@@ -217,8 +289,7 @@ class RateModel(nn.Module):
         """Estimated bits of every latent value of the session, channel by channel."""
         parts = []
         for grid in head.grids().values():  # values (cells, C, h, w): a histogram per channel
-            values = grid.values
-            parts.append(laplace_bits(values, fitted_log_scale(values, (0, 2, 3))))
+            parts.append(fitted_laplace_bits(grid.values, (0, 2, 3)))
         return _total(parts, self.device)
 
 

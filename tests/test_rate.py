@@ -16,7 +16,7 @@ from pfnr_codec.entropy import encode_ints, get_coder
 from pfnr_codec.errors import ConfigError
 from pfnr_codec.model import PFNR
 from pfnr_codec.quant import dequantize, quantize_with_scales
-from pfnr_codec.rate import fitted_log_scale, laplace_bits
+from pfnr_codec.rate import fitted_laplace_bits, fitted_log_scale, laplace_bits
 from pfnr_codec.render import render_frames, session_weights
 from pfnr_codec.train import TrainSettings, fit_session
 
@@ -84,6 +84,28 @@ def test_the_written_out_estimate_and_gradient_equal_the_closed_form(log_scale):
     assert torch.allclose(bits, expected, rtol=1e-5)
     assert torch.allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
     assert bool((grad == 0).any()) and bool((grad != 0).any())
+
+
+@pytest.mark.parametrize("past_cap", [False, True])
+def test_bits_from_the_fit_s_sums_equal_the_value_by_value_estimate(past_cap):
+    """The rate term's one-pass estimate: the same bits and bit for bit the same gradient as
+    laplace_bits under the fitted scale, per latent channel and per row, with a value past the
+    16-bit cap or without."""
+    torch.manual_seed(4)
+    grid = torch.randn(9, 3, 5, 7) * torch.tensor([0.3, 2.0, 30.0])[None, :, None, None]
+    rows = torch.randn(2, 400) * 4
+    if past_cap:
+        grid[0, 0, 0, 0], rows[1, 0] = 5e4, -5e4
+    for values, dims in ((grid, (0, 2, 3)), (rows, (-1,))):
+        one = values.clone().requires_grad_()
+        two = values.clone().requires_grad_()
+        fused = fitted_laplace_bits(one, dims)
+        reference = laplace_bits(two, fitted_log_scale(two, dims))
+        fused.backward(torch.tensor(0.7))
+        reference.backward(torch.tensor(0.7))
+        assert torch.allclose(fused.detach(), reference.detach(), rtol=1e-6)
+        assert torch.equal(one.grad, two.grad)
+        assert bool((one.grad != 0).any())
 
 
 def test_a_scale_per_channel_fits_as_rows_of_that_channel_would():
