@@ -9,7 +9,8 @@ appended, i <= j). pfnr's rows are constant, and the script checks that the deco
 bit-for-bit identical in every column, not merely equal in PSNR. Baselines, run in the same script
 on the same frames: plain fine-tuning of one dense network through the clips in order (its old
 rows fall: forgetting), and one independent network per clip (STL) sized so that the STL models'
-total bytes match the pfnr archive's. The summary compares average PSNR at (about) equal bytes.
+total bytes match the pfnr archive's. The summary gives each method's mean PSNR beside its real
+bytes.
 """
 
 from __future__ import annotations
@@ -174,6 +175,13 @@ def summary_rows(matrices: Sequence[Matrix], pixels: int) -> list[list[object]]:
     return rows
 
 
+def _frame_counts(clips: Sequence[Clip], first: int | None) -> str:
+    """'bikes 250, cup 217 frames', or 'the first N frames of each' when `first` cut them."""
+    if first:
+        return f"the first {first} frames of each"
+    return ", ".join(f"{c.name} {c.shape[0]}" for c in clips) + " frames: whole clips"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("clips", nargs="*", type=Path, help=">= 3 videos, in session order")
@@ -223,8 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pixels = sum(int(np.prod(c.shape)) for c in clips)
     write_records(records, args.out, stem, machine)
     sections = [
-        f"{len(clips)} clips at the archive's working size {size[1]}x{size[0]}, "
-        f"{clips[0].shape[0]} frames each (first N), preset {args.preset}, {epochs} epochs per "
+        f"{len(clips)} clips at the archive's working size {size[1]}x{size[0]} "
+        f"({_frame_counts(clips, frames)}), preset {args.preset}, {epochs} epochs per "
         f"session" + (f" or {minutes} min, whichever ends first" if minutes else "") + ", the "
         "same for every method. Rates from real bytes: total bytes after the last "
         "session over all sessions' pixels.",
