@@ -372,7 +372,10 @@ class _Trainer:
         frames, n, world = self.frames, self.frames.shape[0], self.world
         epochs, minutes, weights = phase.epochs, phase.minutes, phase.weights
         groups = [{"params": params, "lr": lr, "peak": lr} for params, lr in phase.param_groups]
-        optimizer = torch.optim.Adam(groups, betas=(self.settings.adam_beta1, 0.999))
+        # Fused: one pass per tensor where the default makes about ten, and Adam runs over every
+        # latent of the session at every step (bikes: 0.9M values), so its cost grows with the clip.
+        betas = (self.settings.adam_beta1, 0.999)
+        optimizer = torch.optim.Adam(groups, betas=betas, fused=True)
         sound = pending = (self._state(), copy.deepcopy(optimizer.state_dict()))
         last_psnr, lr_scale, start, epoch = -math.inf, 1.0, time.monotonic(), 0
         # PSNR of each frame at its last visit: frames differ by many dB, so a batch is judged
