@@ -46,9 +46,10 @@ class _LaplaceBits(torch.autograd.Function):
     centre interval's mass, -log2(1 - exp(-1/(2b))), and x >= 1 costs the tail's,
     (x - 1/2) / (b ln 2) - log2((1 - exp(-1/b)) / 2), each capped at the coder's 16 bits. The
     gradient is sign(x) / (b ln 2) where a value costs the tail's bits below the cap, else 0 (what
-    autograd gives through the closed form). Written out because the rate term runs over every
-    latent and new weight of a session at every step, and autograd's two dozen elementwise passes
-    over them made bikes' epochs about 19% slower (6 epochs, cpu preset, A/B on one machine)."""
+    autograd gives through the closed form). Written out when it was the rate term's estimate:
+    autograd's two dozen elementwise passes made bikes' epochs about 19% slower (6 epochs, cpu
+    preset, A/B on one machine). The rate term now uses `_FittedLaplaceBits`, which shares its
+    helpers and falls back to them where a value reaches the cap."""
 
     @staticmethod
     def forward(ctx, values: Tensor, log_scale: Tensor) -> Tensor:  # noqa: ANN001
