@@ -74,6 +74,7 @@ ROWS = [
     Row("stem latent grids per 2/8/32 frames", "cpu", {"model": {"latent_steps": (2, 8, 32)}}),
     Row("stem latent grids of 4 channels", "cpu", {"model": {"latent_channels": 4}}),
     Row("fine latents of 2 channels", "cpu", {"model": {"fine_channels": 2}}),
+    Row("cells follow the camera (global motion)", "cpu", {"model": {"follow_motion": True}}),
 ]
 
 

@@ -25,6 +25,7 @@ from .model import PFNR, Head
 from .session_meta import SessionMeta
 from .stamps import created_stamp
 
+MOTION_VERSION = (1, 5)  # the first format version whose latent grids may follow motion
 MAX_LATENT_VALUES = 1 << 28  # what one session's latent streams may hold in all (docs/FORMAT.md)
 
 
@@ -112,6 +113,11 @@ def load_archive(path: Path, device: torch.device, upto: int | None = None) -> L
     """Read `path` and replay its sessions 1..upto (all by default)."""
     contents = read_archive(path)  # which bounds the session count (container.MAX_SESSIONS)
     config, coder_name = parse_header(contents.header, path)
+    if config.follow_motion and contents.version < MOTION_VERSION:
+        raise ArchiveError(
+            f"{path}: header asks for follow_motion, which format {contents.version[0]}."
+            f"{contents.version[1]} does not define"
+        )
     metas = session_metas(contents, path)
     count = len(contents.sessions) if upto is None else min(upto, len(contents.sessions))
     chunks = contents.sessions[:count]

@@ -8,9 +8,10 @@ Per shared tensor a session stores four streams:
 plus `head/weight` and `head/bias` (float32) and, in the latent family, `latent/<grid>/<channel>`: the
 integer latents of one channel of one grid, row-major over (cells, height, width): an ints stream in
 files of format 1.1, a latents stream (context-coded along the cells) from 1.2 on (or, from 1.4, by
-its neighbours in the cell). Every count is
-implied by what the decoder already holds (the model, the union of earlier masks, this session's mask
-and frame count), so no stream stores its own length of symbols.
+its neighbours in the cell); and, when the model's grids follow the camera (1.5), `motion/y` and
+`motion/x`: each frame's position step (ints). Every count is implied by what the decoder already
+holds (the model, the union of earlier masks, this session's mask and frame count), so no stream
+stores its own length of symbols.
 Unpacking replays the session into the model: the same dequantized values are frozen at the same
 positions as when it was encoded.
 """
@@ -34,9 +35,11 @@ from .entropy import (
 )
 from .errors import ArchiveError, PfnrError
 from .model import PFNR, Head
+from .motion import position_steps, positions_from_steps
 from .train import SessionFit
 
 STREAM_KINDS = ("reuse", "claim", "codes", "scales")
+MOTION_STREAMS = ("motion/y", "motion/x")  # (1.5) each frame's position step, when grids follow
 LATENTS_STREAM_VERSION = (1, 2)  # the first format version whose latents are latents streams
 SPATIAL_LATENTS_VERSION = (1, 4)  # the first whose latents streams may use the spatial context
 
@@ -46,7 +49,7 @@ def stream_category(name: str) -> str:
     kind = name.rsplit("/", 1)[-1]
     if name.startswith("head/"):
         return "heads"
-    if name.startswith("latent/"):
+    if name.startswith(("latent/", "motion/")):  # a session's own input
         return "latents"
     return {"reuse": "masks", "claim": "masks", "codes": "weights", "scales": "scales"}.get(
         kind, "other"
@@ -67,6 +70,10 @@ def pack_session(
     head = fit.head.conv
     streams["head/weight"] = encode_floats(head.weight.detach().cpu().numpy().ravel())
     streams["head/bias"] = encode_floats(head.bias.detach().cpu().numpy().ravel())
+    if fit.head.positions is not None:
+        steps = position_steps(fit.head.positions.numpy())
+        for axis, name in enumerate(MOTION_STREAMS):
+            streams[name] = encode_ints(steps[:, axis], coder)
     for name, grid in fit.head.grids().items():
         values = grid.values.detach().cpu().numpy()  # (cells, C, h, w), integers
         codes = values.astype(np.int64)
@@ -126,6 +133,10 @@ def unpack_session(
         conv = head.conv
         weight = decode_floats(_stream(streams, "head/weight"), conv.weight.numel())
         bias = decode_floats(_stream(streams, "head/bias"), conv.bias.numel())
+        positions = None
+        if model.config.follow_motion:
+            steps = [decode_ints(_stream(streams, name), frames, coder) for name in MOTION_STREAMS]
+            positions = positions_from_steps(np.stack(steps, axis=1))
         latents = {}
         for name, grid in head.grids().items():
             cells, channels, height, width = grid.values.shape
@@ -146,4 +157,6 @@ def unpack_session(
         conv.bias.copy_(torch.from_numpy(bias.copy()))
         for name, grid in head.grids().items():
             grid.values.copy_(latents[name])
+    if positions is not None:
+        head.follow(torch.from_numpy(positions))
     return masks, head.to(next(model.buffers()).device)

@@ -48,6 +48,9 @@ class ModelConfig:
     fine_block: int | None = None
     fine_channels: int = 4
     fine_step: int = 8
+    # (1.5) Latent cells between frames follow the camera: each session stores every frame's
+    # global position (motion.py), and a cell is shifted to the frame that reads it.
+    follow_motion: bool = False
 
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.channels) or not self.strides:
@@ -75,6 +78,8 @@ class ModelConfig:
                 raise ConfigError(f"fine_block {self.fine_block} is not one of the model's blocks")
         elif self.fine_block is not None:
             raise ConfigError("fine latents need the latent input")
+        elif self.follow_motion:
+            raise ConfigError("follow_motion needs the latent input")
 
     @property
     def latent(self) -> bool:
@@ -241,6 +246,7 @@ _OPTIONAL_FIELDS = {
     "fine_block",
     "fine_channels",
     "fine_step",
+    "follow_motion",
 }
 
 
@@ -281,7 +287,7 @@ def _checked_field(key: str, value: Any) -> Any:
         if value not in INPUTS:
             raise fail(f"one of {list(INPUTS)}")
         return value
-    if key == "fso_only":
+    if key in ("fso_only", "follow_motion"):
         if not isinstance(value, bool):
             raise fail("true or false")
         return value
@@ -401,6 +407,7 @@ PRESETS: dict[str, Preset] = {
             "fine_block": 1,
             "fine_channels": 2,
             "fine_step": 4,
+            "follow_motion": True,
         },
         train={
             "capacity": 1.0,

@@ -35,6 +35,7 @@ from .distributed import SINGLE, World
 from .errors import ConfigError
 from .loss import reconstruction_loss
 from .model import PFNR, Head, MaskedWeight
+from .motion import global_positions
 from .precision import autocast, training_dtype
 from .quant import quantize, quantize_with_scales
 from .rate import RateModel, rate_weight
@@ -219,6 +220,8 @@ def start_head(
     which measured cheaper in bits than starting every grid from the frames."""
     device = next(model.buffers()).device
     head = model.new_head(frames.shape[0], scenes)
+    if model.config.follow_motion:
+        head.follow(torch.from_numpy(global_positions(frames.cpu().numpy(), scenes)))
     with torch.no_grad():
         for grid in head.grids().values():
             if grid.step != 1 and grid is not head.fine:

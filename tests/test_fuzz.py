@@ -32,9 +32,9 @@ from pfnr_codec.errors import ArchiveError
 from pfnr_codec.session_meta import _CHECKS, SessionMeta
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-V10, V11, V12, V13, V14 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(5))
+V10, V11, V12, V13, V14, V15 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(6))
 # Crafted files carry this reader's version bytes: the latent golden they start from is the newest.
-LATENT = V14
+LATENT = V15
 NAN, INF = float("nan"), float("inf")
 SECONDS = 5.0  # per case, in-process (the reader must refuse quickly, not after minutes)
 NAMED, ANY, MAYBE = "named", "any", "maybe"  # refused naming the field / refused / may be valid
@@ -96,7 +96,7 @@ def _model_cases() -> list[tuple[str, str, Any, bool]]:
         for label, value in BAD_VALUES:
             nullable = key in ("fso_block", "fine_block") and value is None
             in_range = key in ("fso_block", "fine_block") and value == 0
-            if key == "fso_only" and value is True:
+            if key in ("fso_only", "follow_motion") and value is True:
                 in_range = True
             valid = nullable or in_range or (key == "pe_base" and label == "fraction")
             refuse = ANY if key in LIST_FIELD_BOUNDS and label == "list" else NAMED
@@ -211,12 +211,25 @@ def _check_refused(path: Path, name: str | None, expect: str) -> None:
     ("key", "value", "expect"), [c[1:] for c in MODEL_CASES], ids=[c[0] for c in MODEL_CASES]
 )
 def test_every_header_model_field_is_checked(tmp_path: Path, key: str, value: Any, expect: str):
-    header, sessions = _golden(LATENT if "latent" in key or "fine" in key else V10)
+    latent_key = any(word in key for word in ("latent", "fine", "motion"))
+    header, sessions = _golden(LATENT if latent_key else V10)
     header = copy.deepcopy(header)
     header["model"][key] = value
     path = tmp_path / "crafted.pfnr"
     path.write_bytes(craft(header, sessions))
     _check_refused(path, _expected(key, value), expect)
+
+
+def test_follow_motion_in_a_file_before_it_existed_is_refused(tmp_path: Path, monkeypatch):
+    header, sessions = _golden(V14)
+    header = copy.deepcopy(header)
+    header["model"]["follow_motion"] = True
+    monkeypatch.setattr(container, "FORMAT_VERSION", (1, 4))  # craft a 1.4 file
+    data = craft(header, sessions)
+    monkeypatch.undo()
+    path = tmp_path / "crafted.pfnr"
+    path.write_bytes(data)
+    _check_refused(path, "follow_motion", NAMED)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +290,7 @@ def test_session_meta_that_is_not_an_object_or_lacks_frames(tmp_path: Path):
 
 
 def test_session_meta_of_the_golden_archives_passes_and_round_trips():
-    for golden in (V10, V11, V12, V13, V14):
+    for golden in (V10, V11, V12, V13, V14, V15):
         for session in read_archive(golden).sessions:
             meta = SessionMeta.from_dict(session.meta)
             assert meta.frames == session.meta["frames"]

@@ -48,6 +48,7 @@ def test_appending_to_an_older_version_keeps_it_and_writes_only_what_it_defines(
     encode_video(path, clip, EncodeOptions(epochs=2, device="cpu"))
     after = read_archive(path)
     assert after.version == before.version < FORMAT_VERSION
+    assert not any(name.startswith("motion/") for name in after.sessions[-1].streams)
     kept = before.file_bytes - FRAMING_BYTES - END_PAYLOAD_BYTES  # all but the old END chunk
     assert path.read_bytes()[:kept] == archive.read_bytes()[:kept]
     expected = json.loads(archive.with_suffix(".json").read_text())["sha256_exact"]

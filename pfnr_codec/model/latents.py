@@ -5,7 +5,9 @@ frame f reads the cells before and after it, mixed linearly in time (step 1: its
 are laid out scene by scene (`scenes`: the first frame of each): a cell never mixes two sides of a
 scene cut, where frames have nothing in common. Values are integers (stored as floats): during
 training they pass through rounding with a straight-through gradient, so the network always sees
-what the archive will hold, and the session's chunk stores them entropy-coded per channel. Fine
+what the archive will hold, and the session's chunk stores them entropy-coded per channel. A grid
+may follow the camera (`follow`, format 1.5): each of the two cells a frame reads is first shifted
+by how far the picture moved between the cell's frame and that frame (motion.py). Fine
 content that weights alone cannot memorise in a CPU budget lives here, at the resolution where the
 network needs it.
 """
@@ -14,8 +16,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ..config import latent_cells, scene_spans
+
+_MIN_COVER = 1e-3  # a position that shifted cells cover less than this reads 0
 
 
 class LatentGrid(nn.Module):
@@ -38,7 +43,17 @@ class LatentGrid(nn.Module):
         self.register_buffer("_starts", torch.tensor(scenes), persistent=False)
         self.register_buffer("_counts", torch.tensor(counts), persistent=False)
         self.register_buffer("_offsets", torch.tensor(offsets), persistent=False)
+        ends = [end for _, end in scene_spans(frames, scenes)]
+        self.register_buffer("_ends", torch.tensor(ends), persistent=False)
         self.values = nn.Parameter(torch.zeros(sum(counts), channels, height, width))
+        # (frames, 2) positions in cells, set by `follow`: None, cells stay where they are
+        self.register_buffer("_motion", None, persistent=False)
+
+    def follow(self, positions: Tensor, cell_size: tuple[float, float]) -> None:
+        """Shift each cell to the frame that reads it: `positions` (frames, 2) are each frame's
+        (y, x) in pixels of a picture whose pixels map to cells of `cell_size` (height, width)."""
+        motion = positions.to(torch.float64) / torch.tensor(cell_size, dtype=torch.float64)
+        self._motion = motion.to(self.values.device)
 
     @property
     def cells(self) -> int:
@@ -63,7 +78,35 @@ class LatentGrid(nn.Module):
         frac = (local - low * self.step).to(self.values.dtype) / self.step
         frac = torch.where(counts > 1, frac, torch.zeros_like(frac))[:, None, None, None]
         first = self._offsets[scene]
-        return self.rounded(first + low) * (1 - frac) + self.rounded(first + high) * frac
+        before, after = self.rounded(first + low), self.rounded(first + high)
+        if self._motion is None:
+            return before * (1 - frac) + after * frac
+        cell_frames = self._starts[scene] + torch.stack([low, high]) * self.step
+        cell_frames = torch.minimum(cell_frames, self._ends[scene] - 1)
+        before, seen_before = self._moved(before, frame, cell_frames[0])
+        after, seen_after = self._moved(after, frame, cell_frames[1])
+        weight_before, weight_after = (1 - frac) * seen_before, frac * seen_after
+        total = weight_before + weight_after
+        mixed = (before * weight_before + after * weight_after) / total.clamp(min=_MIN_COVER)
+        return torch.where(total > _MIN_COVER, mixed, torch.zeros_like(mixed))
+
+    def _moved(self, maps: Tensor, frame: Tensor, cell_frame: Tensor) -> tuple[Tensor, Tensor]:
+        """Cells `maps` (B, C, h, w) sitting on `cell_frame` (B,), shifted to where `frame` (B,)
+        sees their content, and how much of each shifted position they cover (B, 1, h, w): a
+        position whose content lay outside the cell is 0 there."""
+        assert self._motion is not None
+        batch, _, height, width = maps.shape
+        shift = (self._motion[frame] - self._motion[cell_frame]).to(maps.dtype)  # (B, 2): y, x
+        theta = torch.zeros(batch, 2, 3, dtype=maps.dtype, device=maps.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        theta[:, 0, 2] = -2 * shift[:, 1] / width  # output x reads input x - shift
+        theta[:, 1, 2] = -2 * shift[:, 0] / height
+        grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+        ones = torch.ones(batch, 1, height, width, dtype=maps.dtype, device=maps.device)
+        both = F.grid_sample(
+            torch.cat([maps, ones], dim=1), grid, padding_mode="zeros", align_corners=False
+        )
+        return both[:, :-1], both[:, -1:]
 
     def cell_frames(self) -> Tensor:
         """The frame each cell sits on (a scene's last cell may sit past its end: its nearest

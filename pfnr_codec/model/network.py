@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..config import ModelConfig
+from ..motion import MOTION_UNIT
 from .fourier import FourierSubneuralOperator
 from .latents import LatentGrid
 from .masked import MaskedWeight
@@ -115,6 +116,8 @@ class Head(nn.Module):
     def __init__(self, config: ModelConfig, frames: int, scenes: tuple[int, ...] = (0,)) -> None:
         super().__init__()
         self.frames, self.scenes = frames, scenes
+        self.working_size = (config.height, config.width)
+        self.positions: Tensor | None = None  # (frames, 2) set by `follow`
         self.conv = nn.Conv2d(config.channels[-1], 3, kernel_size=1)
         self.latents = nn.ModuleList()
         self.fine = None
@@ -135,6 +138,17 @@ class Head(nn.Module):
         if self.fine is not None:
             out["latent/fine"] = self.fine
         return out
+
+    def follow(self, positions: Tensor) -> None:
+        """Make every grid with cells between frames follow the camera: `positions` (frames, 2)
+        are each frame's (y, x) integers in 1/MOTION_UNIT pixels of the working size."""
+        self.positions = positions.to(torch.int64).cpu()
+        pixels = self.positions.to(torch.float64) / MOTION_UNIT
+        height, width = self.working_size
+        for grid in self.grids().values():
+            if grid.step > 1:
+                cells_h, cells_w = grid.values.shape[2:]
+                grid.follow(pixels, (height / cells_h, width / cells_w))
 
     def forward(self, x: Tensor) -> Tensor:
         # The 1x1 convolution as a channel contraction: on a CPU, 3x faster than conv2d's kernels.

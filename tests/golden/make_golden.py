@@ -22,7 +22,7 @@ from pfnr_codec.container import FORMAT_VERSION, read_archive  # noqa: E402
 from pfnr_codec.entropy import encode_latents, get_coder  # noqa: E402
 from pfnr_codec.video import write_video  # noqa: E402
 
-from synthetic import synthetic_frames  # noqa: E402
+from synthetic import synthetic_frames, textured_frames  # noqa: E402
 
 
 def main() -> None:
@@ -31,16 +31,19 @@ def main() -> None:
     archive.unlink(missing_ok=True)
     expected = {}
     with tempfile.TemporaryDirectory() as tmp:
-        # Session 2 holds two scenes (4 + 5 frames, unrelated): its latent grids follow them (1.3).
+        # Session 1 pans a pixel a frame: its latent cells follow the camera (1.5). Session 2
+        # holds two scenes (4 + 5 frames, unrelated): its latent grids follow them (1.3).
         clips = [
-            synthetic_frames(6, 30, 44, seed=101),
+            textured_frames(6, 30, 44, seed=101),
             np.concatenate([synthetic_frames(n, 26, 38, seed=s) for n, s in ((4, 102), (5, 103))]),
         ]
         for session, frames in enumerate(clips, start=1):
             clip = Path(tmp) / f"golden{session}.mkv"
             write_video(frames, clip, fps=25)
             encode_video(archive, clip, EncodeOptions(preset="tiny", epochs=4, device="cpu"))
-        assert read_archive(archive).sessions[1].meta.get("scenes") == [0, 4], "no scenes"
+        sessions = read_archive(archive).sessions
+        assert sessions[1].meta.get("scenes") == [0, 4], "no scenes"
+        assert "motion/x" in sessions[0].streams, "no motion"
         for session in (1, 2):
             frames = decode_session(
                 archive, session, size="working", exact=True, device="cpu"
