@@ -59,7 +59,9 @@ ROWS = [
         "cpu",
         {"model": {"fine_block": None}},
     ),
-    Row("latent grids + fine latents at 1/4 size, cells per scene (default)", "cpu"),
+    Row(
+        "latent grids + fine latents at 1/4 size, per scene, following the camera (default)", "cpu"
+    ),
     Row("fine latents every 4 frames", "cpu", {"model": {"fine_step": 4}}),
     Row("fine latents at 1/2 size", "cpu", {"model": {"fine_block": 2}}),
     Row("default without the f-NeRV (FSO) block", "cpu", {"model": {"fso_block": None}}),
@@ -74,7 +76,7 @@ ROWS = [
     Row("stem latent grids per 2/8/32 frames", "cpu", {"model": {"latent_steps": (2, 8, 32)}}),
     Row("stem latent grids of 4 channels", "cpu", {"model": {"latent_channels": 4}}),
     Row("fine latents of 2 channels", "cpu", {"model": {"fine_channels": 2}}),
-    Row("cells follow the camera (global motion)", "cpu", {"model": {"follow_motion": True}}),
+    Row("default, cells do not follow the camera", "cpu", {"model": {"follow_motion": False}}),
 ]
 
 
