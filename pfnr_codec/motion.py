@@ -1,9 +1,9 @@
 """Global motion: how far the picture has panned at each frame, for latent cells that follow it.
 
 A latent grid with a cell every few frames mixes the cells on either side of a frame. Under a
-camera pan those cells hold the scene at different places (bikes pans 7-11 pixels a frame at the
-working size: cells 8 frames apart are 60-90 pixels apart), and the mix is a double exposure the
-network has to undo. With each frame's position known, a cell is shifted to the frame that reads
+camera pan those cells hold the scene at different places (bikes pans up to 12-17 pixels a frame
+at the working size: cells 8 frames apart lie up to a hundred pixels apart), and the mix is a
+double exposure the network has to undo. With each frame's position known, a cell is shifted to the frame that reads
 it, so one cell serves its frames wherever the camera went.
 
 The position is a global translation found by phase correlation between consecutive frames at the
