@@ -43,9 +43,8 @@ class LatentGrid(nn.Module):
         self.register_buffer("_starts", torch.tensor(scenes), persistent=False)
         self.register_buffer("_counts", torch.tensor(counts), persistent=False)
         self.register_buffer("_offsets", torch.tensor(offsets), persistent=False)
-        ends = [end for _, end in scene_spans(frames, scenes)]
-        self.register_buffer("_ends", torch.tensor(ends), persistent=False)
         self.values = nn.Parameter(torch.zeros(sum(counts), channels, height, width))
+        self.register_buffer("_cell_frames", self.cell_frames(), persistent=False)
         # (frames, 2) positions in cells, set by `follow`: None, cells stay where they are
         self.register_buffer("_motion", None, persistent=False)
 
@@ -81,10 +80,8 @@ class LatentGrid(nn.Module):
         before, after = self.rounded(first + low), self.rounded(first + high)
         if self._motion is None:
             return before * (1 - frac) + after * frac
-        cell_frames = self._starts[scene] + torch.stack([low, high]) * self.step
-        cell_frames = torch.minimum(cell_frames, self._ends[scene] - 1)
-        before, seen_before = self._moved(before, frame, cell_frames[0])
-        after, seen_after = self._moved(after, frame, cell_frames[1])
+        before, seen_before = self._moved(before, frame, self._cell_frames[first + low])
+        after, seen_after = self._moved(after, frame, self._cell_frames[first + high])
         weight_before, weight_after = (1 - frac) * seen_before, frac * seen_after
         total = weight_before + weight_after
         mixed = (before * weight_before + after * weight_after) / total.clamp(min=_MIN_COVER)
