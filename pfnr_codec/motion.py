@@ -3,8 +3,8 @@
 A latent grid with a cell every few frames mixes the cells on either side of a frame. Under a
 camera pan those cells hold the scene at different places (bikes pans up to 12-17 pixels a frame
 at the working size: cells 8 frames apart lie up to a hundred pixels apart), and the mix is a
-double exposure the network has to undo. With each frame's position known, a cell is shifted to the frame that reads
-it, so one cell serves its frames wherever the camera went.
+double exposure the network has to undo. With each frame's position known, a cell is shifted to
+the frame that reads it, so one cell serves its frames wherever the camera went.
 
 The position is a global translation found by phase correlation between consecutive frames at the
 working size, summed over the frames (across a scene cut nothing is measured: cells never mix two
