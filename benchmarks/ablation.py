@@ -77,6 +77,16 @@ ROWS = [
     Row("stem latent grids of 4 channels", "cpu", {"model": {"latent_channels": 4}}),
     Row("fine latents of 2 channels", "cpu", {"model": {"fine_channels": 2}}),
     Row("default, cells do not follow the camera", "cpu", {"model": {"follow_motion": False}}),
+    Row(
+        "blocks 2 and 3 narrower (channels 48, 24, 12)",
+        "cpu",
+        {"model": {"channels": (48, 24, 12)}},
+    ),
+    Row(
+        "fine latents of 2 channels every 4 frames",
+        "cpu",
+        {"model": {"fine_channels": 2, "fine_step": 4}},
+    ),
 ]
 
 
