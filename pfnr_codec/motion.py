@@ -22,6 +22,10 @@ from .errors import ArchiveError
 MOTION_UNIT = 8  # positions are integers in 1/8 pixel of the working size
 MAX_STEP = 1 << 16  # |position change| between two frames, in units: larger is refused
 MIN_PEAK = 0.03  # a phase-correlation peak below this is noise: no motion measured
+# A step slower than this (pixels a frame, larger component) counts as none: a still camera's
+# sub-pixel jitter (carphone: a median step of 1/8 pixel) and a crawl would otherwise add up to
+# pixels of drift (bunny: 5), and every shift costs training time and blurs the cells a little.
+STILL_STEP = 0.25
 
 
 def _window(height: int, width: int) -> np.ndarray:
@@ -60,19 +64,21 @@ def frame_shift(before: np.ndarray, after: np.ndarray, window: np.ndarray) -> tu
 
 def global_positions(frames: np.ndarray, scenes: tuple[int, ...] = (0,)) -> np.ndarray:
     """Each frame's position (T, 2) as (y, x) integers in 1/MOTION_UNIT pixels: the sum of the
-    shifts since the first frame, which sits at (0, 0); a scene's first frame keeps the position of
-    the frame before. `frames` is (T, 3, H, W) uint8."""
+    shifts since the first frame, which sits at (0, 0); a scene's first frame, and a frame that
+    moved less than STILL_STEP, keeps the position of the frame before. `frames` is (T, 3, H, W)
+    uint8."""
     count, _, height, width = frames.shape
     window = _window(height, width)
     positions = np.zeros((count, 2), dtype=np.int64)
     starts = set(scenes)
     for k in range(1, count):
+        positions[k] = positions[k - 1]
         if k in starts:
-            positions[k] = positions[k - 1]
             continue
         dy, dx = frame_shift(frames[k - 1], frames[k], window)
-        step = np.round(np.array([dy, dx]) * MOTION_UNIT).astype(np.int64)
-        positions[k] = positions[k - 1] + np.clip(step, -MAX_STEP, MAX_STEP)
+        if max(abs(dy), abs(dx)) >= STILL_STEP:
+            step = np.round(np.array([dy, dx]) * MOTION_UNIT).astype(np.int64)
+            positions[k] += np.clip(step, -MAX_STEP, MAX_STEP)
     return positions
 
 

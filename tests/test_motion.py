@@ -50,6 +50,49 @@ def test_a_still_picture_has_no_motion():
     assert not global_positions(still).any()
 
 
+def _shifted_texture(shifts: list[float], height: int = 40, width: int = 56) -> np.ndarray:
+    """Frames (T, 3, H, W) uint8 of one smooth random texture moved right by each of `shifts`
+    pixels (a phase ramp in its spectrum: a sub-pixel shift without interpolation's blur)."""
+    rng = np.random.default_rng(6)
+    spectrum = np.fft.fft2(rng.normal(size=(height, width)))
+    fy, fx = np.meshgrid(np.fft.fftfreq(height), np.fft.fftfreq(width), indexing="ij")
+    spectrum *= np.exp(-((fy**2 + fx**2) / 0.02))  # smooth: the shift is what differs
+    frames = []
+    for dx in shifts:
+        moved = np.fft.ifft2(spectrum * np.exp(-2j * np.pi * fx * dx)).real
+        moved = 128 + 100 * moved / np.abs(moved).max()
+        frames.append(np.repeat(np.clip(moved, 0, 255).astype(np.uint8)[None], 3, axis=0))
+    return np.stack(frames)
+
+
+def test_a_camera_slower_than_the_still_step_keeps_its_position():
+    """A picture that crawls a tenth of a pixel a frame (0.7 pixel over the clip) counts as
+    still: each step lies below STILL_STEP, so nothing adds up to drift; the same picture moving
+    one pixel a frame is followed to the unit."""
+    assert not global_positions(_shifted_texture([0.1 * k for k in range(8)])).any()
+    pan = global_positions(_shifted_texture([1.0 * k for k in range(8)]))
+    assert pan[:, 1].tolist() == [MOTION_UNIT * k for k in range(8)]
+    assert not pan[:, 0].any()
+
+
+def test_training_skips_the_shifts_of_still_frames_and_reads_the_same():
+    """With gradients on (training), a batch whose frames sit where their cells do takes the
+    plain mix instead of shifting: within rounding what the shifting path (decoding) reads; a
+    batch with a moved frame shifts either way."""
+    grid = LatentGrid(12, 4, 2, 3, 5)
+    with torch.no_grad():
+        grid.values.copy_(torch.randint(-9, 10, grid.values.shape).float())
+    positions = torch.zeros(12, 2)
+    positions[8:, 1] = 3.0  # the camera moves at frame 8: the last cell's frames
+    grid.follow(positions, (1.0, 1.0))
+    for frames in (torch.tensor([0, 1, 2, 5]), torch.tensor([6, 9])):
+        with torch.no_grad():
+            decoded = grid(frames)
+        trained = grid(frames)
+        assert trained.requires_grad
+        assert torch.allclose(trained, decoded, atol=1e-5), frames
+
+
 def test_stored_steps_give_back_the_positions_and_are_bounded():
     positions = np.array([[0, 0], [3, -8], [3, -17], [-40, 2]])
     assert np.array_equal(positions_from_steps(position_steps(positions)), positions)

@@ -78,14 +78,26 @@ class LatentGrid(nn.Module):
         frac = torch.where(counts > 1, frac, torch.zeros_like(frac))[:, None, None, None]
         first = self._offsets[scene]
         before, after = self.rounded(first + low), self.rounded(first + high)
-        if self._motion is None:
+        cell_before, cell_after = self._cell_frames[first + low], self._cell_frames[first + high]
+        if self._motion is None or self._still_while_training(frame, cell_before, cell_after):
             return before * (1 - frac) + after * frac
-        before, seen_before = self._moved(before, frame, self._cell_frames[first + low])
-        after, seen_after = self._moved(after, frame, self._cell_frames[first + high])
+        before, seen_before = self._moved(before, frame, cell_before)
+        after, seen_after = self._moved(after, frame, cell_after)
         weight_before, weight_after = (1 - frac) * seen_before, frac * seen_after
         total = weight_before + weight_after
         mixed = (before * weight_before + after * weight_after) / total.clamp(min=_MIN_COVER)
         return torch.where(total > _MIN_COVER, mixed, torch.zeros_like(mixed))
+
+    def _still_while_training(self, frame: Tensor, *cell_frames: Tensor) -> bool:
+        """True when gradients are on and every frame of the batch sits where its cells do:
+        unshifted cells cover everything, so the plain mix gives the same values up to rounding
+        without the shifts' cost. Decoding runs without gradients and always shifts, so a stored
+        session renders exactly as it always did."""
+        if not torch.is_grad_enabled():
+            return False
+        assert self._motion is not None
+        here = self._motion[frame]
+        return all(bool((self._motion[cells] == here).all()) for cells in cell_frames)
 
     def _moved(self, maps: Tensor, frame: Tensor, cell_frame: Tensor) -> tuple[Tensor, Tensor]:
         """Cells `maps` (B, C, h, w) sitting on `cell_frame` (B,), shifted to where `frame` (B,)
