@@ -83,13 +83,20 @@ def test_training_skips_the_shifts_of_still_frames_and_reads_the_same():
     with torch.no_grad():
         grid.values.copy_(torch.randint(-9, 10, grid.values.shape).float())
     positions = torch.zeros(12, 2)
-    positions[8:, 1] = 3.0  # the camera moves at frame 8: the last cell's frames
+    positions[8:, 1] = 3.0  # the camera moves at frame 8, where the last cell sits
     grid.follow(positions, (1.0, 1.0))
-    for frames in (torch.tensor([0, 1, 2, 5]), torch.tensor([6, 9])):
+    shifts = []
+    moved = grid._moved
+    grid._moved = lambda *args: shifts.append(1) or moved(*args)
+    # Frames 0-3 read cells 0 and 4 (both at 0); frames 6 and 9 read cell 8, which moved.
+    for frames, shifted_in_training in ((torch.tensor([0, 1, 2, 3]), 0), (torch.tensor([6, 9]), 2)):
+        shifts.clear()
         with torch.no_grad():
             decoded = grid(frames)
+        assert len(shifts) == 2  # decoding always shifts both cells
+        shifts.clear()
         trained = grid(frames)
-        assert trained.requires_grad
+        assert trained.requires_grad and len(shifts) == shifted_in_training, frames
         assert torch.allclose(trained, decoded, atol=1e-5), frames
 
 
