@@ -22,9 +22,10 @@ from .errors import ArchiveError
 MOTION_UNIT = 8  # positions are integers in 1/8 pixel of the working size
 MAX_STEP = 1 << 16  # |position change| between two frames, in units: larger is refused
 MIN_PEAK = 0.03  # a phase-correlation peak below this is noise: no motion measured
-# A step slower than this (pixels a frame, larger component) counts as none: a still camera's
-# sub-pixel jitter (carphone: a median step of 1/8 pixel) and a crawl would otherwise add up to
-# pixels of drift (bunny: 5), and every shift costs training time and blurs the cells a little.
+# A scene whose every step is slower than this (pixels a frame, larger component) holds still:
+# a still camera's sub-pixel noise (bunny: steps of at most 1/8 pixel) would otherwise add up to
+# pixels of drift (bunny: 5) and make every batch pay the shifts. A scene that moves faster at
+# least once is followed in full, its small steps included (a hand-held camera's shake).
 STILL_STEP = 0.25
 
 
@@ -64,22 +65,21 @@ def frame_shift(before: np.ndarray, after: np.ndarray, window: np.ndarray) -> tu
 
 def global_positions(frames: np.ndarray, scenes: tuple[int, ...] = (0,)) -> np.ndarray:
     """Each frame's position (T, 2) as (y, x) integers in 1/MOTION_UNIT pixels: the sum of the
-    shifts since the first frame, which sits at (0, 0); a scene's first frame, and a frame that
-    moved less than STILL_STEP, keeps the position of the frame before. `frames` is (T, 3, H, W)
-    uint8."""
+    shifts since the first frame, which sits at (0, 0); a scene's first frame keeps the position of
+    the frame before, and so does every frame of a scene whose camera never moves STILL_STEP in a
+    frame. `frames` is (T, 3, H, W) uint8."""
     count, _, height, width = frames.shape
     window = _window(height, width)
-    positions = np.zeros((count, 2), dtype=np.int64)
-    starts = set(scenes)
+    shifts = np.zeros((count, 2))  # pixels each frame moved from the frame before
+    starts = sorted(set(scenes) | {0})
     for k in range(1, count):
-        positions[k] = positions[k - 1]
-        if k in starts:
-            continue
-        dy, dx = frame_shift(frames[k - 1], frames[k], window)
-        if max(abs(dy), abs(dx)) >= STILL_STEP:
-            step = np.round(np.array([dy, dx]) * MOTION_UNIT).astype(np.int64)
-            positions[k] += np.clip(step, -MAX_STEP, MAX_STEP)
-    return positions
+        if k not in starts:
+            shifts[k] = frame_shift(frames[k - 1], frames[k], window)
+    for start, end in zip(starts, starts[1:] + [count], strict=True):
+        if np.abs(shifts[start:end]).max(initial=0.0) < STILL_STEP:
+            shifts[start:end] = 0.0
+    steps = np.clip(np.round(shifts * MOTION_UNIT).astype(np.int64), -MAX_STEP, MAX_STEP)
+    return np.cumsum(steps, axis=0)
 
 
 def position_steps(positions: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pfnr_codec import container
+from pfnr_codec import container, motion
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video
 from pfnr_codec.bitstream import MOTION_STREAMS
 from pfnr_codec.container import read_archive
@@ -65,14 +65,23 @@ def _shifted_texture(shifts: list[float], height: int = 40, width: int = 56) -> 
     return np.stack(frames)
 
 
-def test_a_camera_slower_than_the_still_step_keeps_its_position():
-    """A picture that crawls a tenth of a pixel a frame (0.7 pixel over the clip) counts as
-    still: each step lies below STILL_STEP, so nothing adds up to drift; the same picture moving
-    one pixel a frame is followed to the unit."""
-    assert not global_positions(_shifted_texture([0.1 * k for k in range(8)])).any()
-    pan = global_positions(_shifted_texture([1.0 * k for k in range(8)]))
-    assert pan[:, 1].tolist() == [MOTION_UNIT * k for k in range(8)]
-    assert not pan[:, 0].any()
+def test_a_scene_slower_than_the_still_step_keeps_its_position(monkeypatch):
+    """A picture that crawls a tenth of a pixel a frame (0.7 pixel over the clip) holds still:
+    no step reaches STILL_STEP, so its noise adds up to no drift (measured without the rule, it
+    drifts). Once the camera moves a pixel in the same scene, the whole scene is followed as
+    without the rule, its crawl included; a cut before the move leaves the crawl's scene still
+    and follows the next one to the unit."""
+    crawl = _shifted_texture([0.1 * k for k in range(8)])
+    frames = _shifted_texture([0.1 * k for k in range(4)] + [1.3 + k for k in range(4)])
+    cut = global_positions(frames, (0, 4))
+    assert not global_positions(crawl).any()
+    followed = global_positions(frames)
+    monkeypatch.setattr(motion, "STILL_STEP", 0.0)
+    assert global_positions(crawl).any()
+    assert np.array_equal(followed, global_positions(frames))
+    assert not cut[:4].any()
+    assert cut[4:, 1].tolist() == [0] + [MOTION_UNIT * k for k in range(1, 4)]
+    assert not cut[:, 0].any()
 
 
 def test_training_skips_the_shifts_of_still_frames_and_reads_the_same():
