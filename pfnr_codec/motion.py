@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .config import scene_spans
 from .errors import ArchiveError
 
 MOTION_UNIT = 8  # positions are integers in 1/8 pixel of the working size
@@ -75,7 +76,7 @@ def global_positions(frames: np.ndarray, scenes: tuple[int, ...] = (0,)) -> np.n
     for k in range(1, count):
         if k not in starts:
             shifts[k] = frame_shift(frames[k - 1], frames[k], window)
-    for start, end in zip(starts, starts[1:] + [count], strict=True):
+    for start, end in scene_spans(count, tuple(starts)):
         if np.abs(shifts[start:end]).max(initial=0.0) < STILL_STEP:
             shifts[start:end] = 0.0
     steps = np.clip(np.round(shifts * MOTION_UNIT).astype(np.int64), -MAX_STEP, MAX_STEP)
