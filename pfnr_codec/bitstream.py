@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import arm
 from .entropy import (
     EntropyCoder,
     decode_bits,
@@ -42,6 +43,7 @@ STREAM_KINDS = ("reuse", "claim", "codes", "scales")
 MOTION_STREAMS = ("motion/y", "motion/x")  # (1.5) each frame's position step, when grids follow
 LATENTS_STREAM_VERSION = (1, 2)  # the first format version whose latents are latents streams
 SPATIAL_LATENTS_VERSION = (1, 4)  # the first whose latents streams may use the spatial context
+ARM_LATENTS_VERSION = (1, 6)  # the first whose grids may carry a context model (mode-3 channels)
 
 
 def stream_category(name: str) -> str:
@@ -79,14 +81,38 @@ def pack_session(
         codes = values.astype(np.int64)
         if not np.array_equal(codes, values):
             raise ArchiveError(f"{name}: latents must be integers before they are stored")
-        for c in range(values.shape[1]):
-            channel = codes[:, c].reshape(codes.shape[0], -1)  # (cells, h * w)
-            if version >= LATENTS_STREAM_VERSION:
-                width = values.shape[3] if version >= SPATIAL_LATENTS_VERSION else None
-                streams[f"{name}/{c}"] = encode_latents(channel, coder, width)
-            else:
-                streams[f"{name}/{c}"] = encode_ints(channel.ravel(), coder)
+        streams.update(pack_grid(name, codes, coder, version))
     return streams
+
+
+def pack_grid(
+    name: str, codes: np.ndarray, coder: EntropyCoder, version: tuple[int, int]
+) -> dict[str, bytes]:
+    """Streams of one latent grid (cells, C, h, w): a stream per channel and, from format 1.6
+    where it codes shorter in all, the grid's context model and mode-3 channels that use it."""
+    cells, channels, _, width = codes.shape
+    streams: dict[str, bytes] = {}
+    for c in range(channels):
+        channel = codes[:, c].reshape(cells, -1)  # (cells, h * w)
+        if version >= LATENTS_STREAM_VERSION:
+            spatial_width = width if version >= SPATIAL_LATENTS_VERSION else None
+            streams[f"{name}/{c}"] = encode_latents(channel, coder, spatial_width)
+        else:
+            streams[f"{name}/{c}"] = encode_ints(channel.ravel(), coder)
+    if version < ARM_LATENTS_VERSION or coder.name != arm.ARM_CODER:
+        return streams
+    if sum(map(len, streams.values())) < arm.MIN_GRID_BYTES:
+        return streams
+    model = arm.fit(codes)
+    if model is None:
+        return streams
+    with_model = dict(streams)
+    with_model[f"{name}/arm"] = model.to_bytes(coder)
+    for c in range(channels):
+        candidate = bytes([arm.LATENT_ARM_MODE]) + arm.encode_channel(model, codes, c)
+        if len(candidate) < len(streams[f"{name}/{c}"]):
+            with_model[f"{name}/{c}"] = candidate
+    return min(streams, with_model, key=lambda s: sum(map(len, s.values())))
 
 
 def _stream(streams: dict[str, bytes], name: str) -> bytes:
@@ -104,6 +130,32 @@ def _decode_channel(
         spatial_width = width if version >= SPATIAL_LATENTS_VERSION else None
         return decode_latents(data, cells, height * width, coder, spatial_width)
     return decode_ints(data, cells * height * width, coder)
+
+
+def unpack_grid(
+    streams: dict[str, bytes],
+    name: str,
+    shape: tuple[int, int, int, int],
+    coder: EntropyCoder,
+    version: tuple[int, int],
+) -> np.ndarray:
+    """The integers (cells, C, h, w) of grid `name`, channel by channel: a mode-3 channel
+    (format 1.6) reads the channels before it through the grid's context model."""
+    cells, channels, height, width = shape
+    padded = arm.padded_grid(cells, channels, height, width)
+    model = None
+    for c in range(channels):
+        data = _stream(streams, f"{name}/{c}")
+        if version >= ARM_LATENTS_VERSION and data[:1] == bytes([arm.LATENT_ARM_MODE]):
+            if model is None:
+                model = arm.ContextModel.from_bytes(
+                    _stream(streams, f"{name}/arm"), channels, coder
+                )
+            arm.decode_channel(model, data[1:], padded, c)
+        else:
+            values = _decode_channel(data, cells, (height, width), coder, version)
+            arm.place_channel(padded, c, values.reshape(cells, height, width))
+    return arm.unpad(padded)
 
 
 def unpack_session(
@@ -139,15 +191,8 @@ def unpack_session(
             positions = positions_from_steps(np.stack(steps, axis=1))
         latents = {}
         for name, grid in head.grids().items():
-            cells, channels, height, width = grid.values.shape
-            per_channel = [
-                _decode_channel(
-                    _stream(streams, f"{name}/{c}"), cells, (height, width), coder, version
-                )
-                for c in range(channels)
-            ]
-            stacked = np.stack(per_channel).reshape(channels, cells, height, width)
-            latents[name] = torch.from_numpy(stacked.transpose(1, 0, 2, 3).astype(np.float32))
+            values = unpack_grid(streams, name, tuple(grid.values.shape), coder, version)
+            latents[name] = torch.from_numpy(values.astype(np.float32))
     except PfnrError:
         raise
     except (ValueError, IndexError) as exc:

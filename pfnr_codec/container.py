@@ -30,7 +30,7 @@ from .byteio import Reader, zstd_decompress
 from .errors import ArchiveError, ConfigError
 
 MAGIC = b"\x89PFNR\r\n\x1a\n"
-FORMAT_VERSION: tuple[int, int] = (1, 5)
+FORMAT_VERSION: tuple[int, int] = (1, 6)
 FORMAT_KEY = "format_version"  # (1.2) the header's copy of the version bytes of the file it created
 PREAMBLE_BYTES = len(MAGIC) + 2
 

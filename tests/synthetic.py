@@ -46,3 +46,12 @@ def textured_frames(frames: int, height: int, width: int, seed: int, cell: int =
         blob = np.exp(-((yy - 0.5) ** 2 + (xx - 0.3 - 0.03 * k) ** 2) / 0.03)[..., None]
         out[k] = texture[:, k : k + width] * (1 - blob) + 0.9 * blob
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def grid_with_context(rng: np.random.Generator, shape=(6, 3, 32, 40)) -> np.ndarray:
+    """Integer latents (cells, C, h, w) a context model predicts: smooth maps, each channel after
+    the first close to the one before it."""
+    cells, channels, height, width = shape
+    walk = np.cumsum(np.cumsum(rng.integers(-1, 2, (cells, 1, height, width)), 2), 3) // 6
+    noise = rng.integers(-1, 2, (cells, channels, height, width)) * (rng.random(shape) < 0.3)
+    return (np.clip(walk, -6, 6) + np.cumsum(noise, axis=1)).astype(np.int64)

@@ -32,9 +32,9 @@ from pfnr_codec.errors import ArchiveError
 from pfnr_codec.session_meta import _CHECKS, SessionMeta
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-V10, V11, V12, V13, V14, V15 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(6))
+V10, V11, V12, V13, V14, V15, V16 = (GOLDEN / f"v1.{minor}.pfnr" for minor in range(7))
 # Crafted files carry this reader's version bytes: the latent golden they start from is the newest.
-LATENT = V15
+LATENT = V16
 NAN, INF = float("nan"), float("inf")
 SECONDS = 5.0  # per case, in-process (the reader must refuse quickly, not after minutes)
 NAMED, ANY, MAYBE = "named", "any", "maybe"  # refused naming the field / refused / may be valid
@@ -290,7 +290,7 @@ def test_session_meta_that_is_not_an_object_or_lacks_frames(tmp_path: Path):
 
 
 def test_session_meta_of_the_golden_archives_passes_and_round_trips():
-    for golden in (V10, V11, V12, V13, V14, V15):
+    for golden in (V10, V11, V12, V13, V14, V15, V16):
         for session in read_archive(golden).sessions:
             meta = SessionMeta.from_dict(session.meta)
             assert meta.frames == session.meta["frames"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint, inspect_archive
+from pfnr_codec.bitstream import unpack_grid
 from pfnr_codec.container import END_PAYLOAD_BYTES, FORMAT_VERSION, FRAMING_BYTES, read_archive
 from pfnr_codec.entropy import decode_latents, get_coder
 from pfnr_codec.video import write_video
@@ -19,6 +20,7 @@ from synthetic import synthetic_frames
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 ARCHIVES = sorted(GOLDEN.glob("v*.pfnr"))
+MOTION_VERSION = (1, 5)  # the first whose sessions may store their motion
 
 
 def test_there_is_a_golden_archive():
@@ -48,7 +50,10 @@ def test_appending_to_an_older_version_keeps_it_and_writes_only_what_it_defines(
     encode_video(path, clip, EncodeOptions(epochs=2, device="cpu"))
     after = read_archive(path)
     assert after.version == before.version < FORMAT_VERSION
-    assert not any(name.startswith("motion/") for name in after.sessions[-1].streams)
+    streams = after.sessions[-1].streams
+    assert not any(name.endswith("/arm") for name in streams)  # (1.6)
+    if after.version < MOTION_VERSION:
+        assert not any(name.startswith("motion/") for name in streams)
     kept = before.file_bytes - FRAMING_BYTES - END_PAYLOAD_BYTES  # all but the old END chunk
     assert path.read_bytes()[:kept] == archive.read_bytes()[:kept]
     expected = json.loads(archive.with_suffix(".json").read_text())["sha256_exact"]
@@ -68,3 +73,15 @@ def test_golden_latents_streams_decode_to_their_values(golden):
         data = base64.b64decode(entry["stream"])
         width = entry.get("width")  # (1.4) a SPATIAL stream's grid width
         assert np.array_equal(decode_latents(data, *values.shape, coder, width), values)
+
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("v*_grid.json")), ids=lambda p: p.stem)
+def test_golden_grid_with_a_context_model_decodes_to_its_values(golden):
+    """(1.6) A grid whose channels are coded by its context model (mode 3) and by a latents
+    stream."""
+    recorded = json.loads(golden.read_text())
+    values = np.array(recorded["values"], dtype=np.int64)
+    streams = {name: base64.b64decode(data) for name, data in recorded["streams"].items()}
+    version = tuple(int(v) for v in golden.stem[1:].split("_")[0].split("."))
+    decoded = unpack_grid(streams, "grid", values.shape, get_coder(recorded["coder"]), version)
+    assert np.array_equal(decoded, values)

@@ -17,12 +17,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from pfnr_codec import arm  # noqa: E402
 from pfnr_codec.api import EncodeOptions, decode_session, encode_video, fingerprint  # noqa: E402
 from pfnr_codec.container import FORMAT_VERSION, read_archive  # noqa: E402
 from pfnr_codec.entropy import encode_latents, get_coder  # noqa: E402
 from pfnr_codec.video import write_video  # noqa: E402
 
-from synthetic import synthetic_frames, textured_frames  # noqa: E402
+from synthetic import grid_with_context, synthetic_frames, textured_frames  # noqa: E402
 
 
 def main() -> None:
@@ -51,6 +52,7 @@ def main() -> None:
             expected[str(session)] = fingerprint(frames)
     (HERE / f"v{version}.json").write_text(json.dumps({"sha256_exact": expected}, indent=2) + "\n")
     write_latents_golden(HERE / f"v{version}_latents.json")
+    write_grid_golden(HERE / f"v{version}_grid.json")
 
 
 def write_latents_golden(path: Path) -> None:
@@ -72,6 +74,20 @@ def write_latents_golden(path: Path) -> None:
     modes = {base64.b64decode(s["stream"])[0] for s in streams}
     assert modes == {0, 1, 2}, f"a mode is missing: {modes}"
     path.write_text(json.dumps({"coder": coder.name, "streams": streams}) + "\n")
+
+
+def write_grid_golden(path: Path) -> None:
+    """(1.6) A latent grid whose channels 1.. are coded by its context model (mode 3) and channel 0
+    by a latents stream, with the values they hold."""
+    coder = get_coder("constriction")
+    values = grid_with_context(np.random.default_rng(6))
+    model = arm.fit(values)
+    streams = {"grid/arm": model.to_bytes(coder)}
+    streams["grid/0"] = encode_latents(values[:, 0].reshape(values.shape[0], -1), coder, None)
+    for c in range(1, values.shape[1]):
+        streams[f"grid/{c}"] = bytes([arm.LATENT_ARM_MODE]) + arm.encode_channel(model, values, c)
+    entry = {name: base64.b64encode(data).decode() for name, data in streams.items()}
+    path.write_text(json.dumps({"coder": coder.name, "streams": entry, "values": values.tolist()}))
 
 
 if __name__ == "__main__":
