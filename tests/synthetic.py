@@ -52,6 +52,7 @@ def grid_with_context(rng: np.random.Generator, shape=(6, 3, 32, 40)) -> np.ndar
     """Integer latents (cells, C, h, w) a context model predicts: smooth maps, each channel after
     the first close to the one before it."""
     cells, channels, height, width = shape
-    walk = np.cumsum(np.cumsum(rng.integers(-1, 2, (cells, 1, height, width)), 2), 3) // 6
+    steps = rng.integers(-1, 2, (cells, 1, height, width)) * (rng.random((cells, 1, 1, 1)) < 0.2)
+    walk = np.cumsum(np.cumsum(np.cumsum(steps, 0), 2), 3) // 6
     noise = rng.integers(-1, 2, (cells, channels, height, width)) * (rng.random(shape) < 0.3)
     return (np.clip(walk, -6, 6) + np.cumsum(noise, axis=1)).astype(np.int64)

@@ -48,14 +48,17 @@ def test_a_channel_decodes_exactly_with_every_scale_and_mean(grid):
     """A model with random integer weights spreads its predictions over the tables; whatever it
     predicts, encoder and decoder agree."""
     rng = np.random.default_rng(1)
-    params = rng.integers(-400, 400, arm.param_count(grid.shape[1], 5))
-    model = arm.ContextModel(5, 8, int(grid.min()), int(grid.max() - grid.min() + 1), params)
-    scale, mean = model.predict(arm.features(arm.pad(grid), 1, *_all(grid)), grid.shape[1])
-    assert len(np.unique(scale)) > 4 and len(np.unique(mean)) > 8
-    padded = arm.padded_grid(*grid.shape)
-    arm.place_channel(padded, 0, grid[:, 0])
-    arm.decode_channel(model, arm.encode_channel(model, grid, 1), padded, 1)
-    assert np.array_equal(arm.unpad(padded)[:, 1], grid[:, 1])
+    for order in (arm.SPATIAL, arm.TEMPORAL):
+        params = rng.integers(-400, 400, arm.param_count(order, grid.shape[1], 5))
+        low, alphabet = int(grid.min()), int(grid.max() - grid.min() + 1)
+        model = arm.ContextModel(order, 5, 8, low, alphabet, params)
+        feats = arm.features(order, arm.pad(grid), 1, *_all(grid))
+        scale, mean = model.predict(feats, grid.shape[1])
+        assert len(np.unique(scale)) > 4 and len(np.unique(mean)) > 8
+        padded = arm.padded_grid(*grid.shape)
+        arm.place_channel(padded, 0, grid[:, 0])
+        arm.decode_channel(model, arm.encode_channel(model, grid, 1), padded, 1)
+        assert np.array_equal(arm.unpad(padded)[:, 1], grid[:, 1])
 
 
 def _all(grid):
@@ -64,19 +67,28 @@ def _all(grid):
     return cell, y, x
 
 
-def test_the_coding_order_reads_only_values_coded_before(grid):
+@pytest.mark.parametrize("order", [0, 1], ids=["spatial", "temporal"])
+def test_the_coding_order_reads_only_values_coded_before(grid, order):
     """Every context a value sees is the same whether the grid is whole or filled only up to the
-    value's anti-diagonal (the decoder's view)."""
+    value's group in coding order (the decoder's view), and the groups cover every value once."""
     cells, channels, height, width = grid.shape
     partial = arm.padded_grid(cells, channels, height, width)
     arm.place_channel(partial, 0, grid[:, 0])
     whole = arm.pad(grid)
-    for cell, y, x in arm.diagonals(cells, height, width):
+    seen = np.zeros((cells, height, width), dtype=int)
+    for cell, y, x in arm.coding_order(order, cells, height, width):
         assert np.array_equal(
-            arm.features(partial, 1, cell, y, x), arm.features(whole, 1, cell, y, x)
+            arm.features(order, partial, 1, cell, y, x), arm.features(order, whole, 1, cell, y, x)
         )
         partial[cell, 1, y + 2, x + 2] = grid[cell, 1, y, x]
+        seen[cell, y, x] += 1
+    assert (seen == 1).all()
     assert np.array_equal(arm.unpad(partial)[:, 1], grid[:, 1])
+
+
+def test_per_frame_maps_are_coded_by_the_cell_before_larger_maps_by_their_neighbours():
+    assert arm.writer_order((250, 8, 8, 18)) == arm.TEMPORAL  # bikes' 1-step grid
+    assert arm.writer_order((39, 4, 40, 90)) == arm.SPATIAL  # its fine grid
 
 
 def test_mode_3_is_refused_before_format_1_6(packed, grid):
@@ -111,10 +123,10 @@ def test_a_damaged_payload_is_refused_or_decodes_within_the_alphabet(packed, gri
     assert out.min() >= grid.min() - 64 and not np.array_equal(out, grid)
 
 
-def _model_bytes(hidden=4, shift=8, low=-3, alphabet=7, params=None, channels=3) -> bytes:
+def _model_bytes(hidden=4, shift=8, low=-3, alphabet=7, params=None, channels=3, order=0) -> bytes:
     if params is None:
-        params = np.zeros(arm.param_count(channels, hidden), dtype=np.int64)
-    return arm.ContextModel(hidden, shift, low, alphabet, params).to_bytes(CODER)
+        params = np.zeros(arm.param_count(order, channels, hidden), dtype=np.int64)
+    return arm.ContextModel(order, hidden, shift, low, alphabet, params).to_bytes(CODER)
 
 
 @pytest.mark.parametrize(
@@ -126,8 +138,9 @@ def _model_bytes(hidden=4, shift=8, low=-3, alphabet=7, params=None, channels=3)
         (_model_bytes(shift=25), "weight shift"),
         (_model_bytes(alphabet=1), "alphabet"),
         (_model_bytes(alphabet=65), "alphabet"),
-        (_model_bytes(params=np.full(arm.param_count(3, 4), 1 << 30)), "exceeds"),
-        (_model_bytes(params=np.arange(arm.param_count(4, 4)) % 7 - 3, channels=4), "count|trailing|end|corrupt"),
+        (_model_bytes(params=np.full(arm.param_count(0, 3, 4), 1 << 30)), "exceeds"),
+        (_model_bytes(params=np.arange(arm.param_count(0, 4, 4)) % 7 - 3, channels=4), "corrupt"),
+        (bytes([2]) + _model_bytes()[1:], "coding order"),
         (_model_bytes()[:5], "end|count"),
     ],
 )
@@ -139,7 +152,7 @@ def test_a_crafted_model_is_refused(data, message):
 def test_a_stored_model_reads_back_and_predicts_the_same(packed, grid):
     model = arm.ContextModel.from_bytes(packed["grid/arm"], grid.shape[1], CODER)
     again = arm.ContextModel.from_bytes(model.to_bytes(CODER), grid.shape[1], CODER)
-    feats = arm.features(arm.pad(grid), 2, *_all(grid))
+    feats = arm.features(model.order, arm.pad(grid), 2, *_all(grid))
     for a, b in zip(model.predict(feats, 3), again.predict(feats, 3), strict=True):
         assert np.array_equal(a, b)
 

@@ -76,12 +76,13 @@ def test_golden_latents_streams_decode_to_their_values(golden):
 
 
 @pytest.mark.parametrize("golden", sorted(GOLDEN.glob("v*_grid.json")), ids=lambda p: p.stem)
-def test_golden_grid_with_a_context_model_decodes_to_its_values(golden):
-    """(1.6) A grid whose channels are coded by its context model (mode 3) and by a latents
-    stream."""
+def test_golden_grids_with_a_context_model_decode_to_their_values(golden):
+    """(1.6) Grids whose channels are coded by their context model (mode 3), in each coding
+    order, and by a latents stream."""
     recorded = json.loads(golden.read_text())
-    values = np.array(recorded["values"], dtype=np.int64)
-    streams = {name: base64.b64decode(data) for name, data in recorded["streams"].items()}
     version = tuple(int(v) for v in golden.stem[1:].split("_")[0].split("."))
-    decoded = unpack_grid(streams, "grid", values.shape, get_coder(recorded["coder"]), version)
-    assert np.array_equal(decoded, values)
+    for entry in recorded["grids"]:
+        values = np.array(entry["values"], dtype=np.int64)
+        streams = {name: base64.b64decode(data) for name, data in entry["streams"].items()}
+        coder = get_coder(recorded["coder"])
+        assert np.array_equal(unpack_grid(streams, "grid", values.shape, coder, version), values)

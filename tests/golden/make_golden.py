@@ -77,17 +77,23 @@ def write_latents_golden(path: Path) -> None:
 
 
 def write_grid_golden(path: Path) -> None:
-    """(1.6) A latent grid whose channels 1.. are coded by its context model (mode 3) and channel 0
-    by a latents stream, with the values they hold."""
+    """(1.6) Grids whose channels 1.. are coded by their context model (mode 3) and channel 0 by a
+    latents stream, with the values they hold: one model in each coding order."""
     coder = get_coder("constriction")
-    values = grid_with_context(np.random.default_rng(6))
-    model = arm.fit(values)
-    streams = {"grid/arm": model.to_bytes(coder)}
-    streams["grid/0"] = encode_latents(values[:, 0].reshape(values.shape[0], -1), coder, None)
-    for c in range(1, values.shape[1]):
-        streams[f"grid/{c}"] = bytes([arm.LATENT_ARM_MODE]) + arm.encode_channel(model, values, c)
-    entry = {name: base64.b64encode(data).decode() for name, data in streams.items()}
-    path.write_text(json.dumps({"coder": coder.name, "streams": entry, "values": values.tolist()}))
+    rng = np.random.default_rng(6)
+    entries = []
+    for shape in ((6, 3, 32, 40), (90, 3, 4, 6)):  # spatial, temporal
+        values = grid_with_context(rng, shape)
+        model = arm.fit(values)
+        streams = {"grid/arm": model.to_bytes(coder)}
+        streams["grid/0"] = encode_latents(values[:, 0].reshape(shape[0], -1), coder, None)
+        for c in range(1, shape[1]):
+            payload = arm.encode_channel(model, values, c)
+            streams[f"grid/{c}"] = bytes([arm.LATENT_ARM_MODE]) + payload
+        encoded = {name: base64.b64encode(data).decode() for name, data in streams.items()}
+        entries.append({"order": model.order, "streams": encoded, "values": values.tolist()})
+    assert [e["order"] for e in entries] == [arm.SPATIAL, arm.TEMPORAL]
+    path.write_text(json.dumps({"coder": coder.name, "grids": entries}) + "\n")
 
 
 if __name__ == "__main__":
