@@ -1,17 +1,18 @@
-"""What the current format's latent coding saves on real sessions, and what that does to BD-rate
-(written for 1.2's latents streams and packed stream tables, over archives of 1.1; run again for
-1.4's spatial context, over archives of 1.3).
+"""What a format's latent coding saves on real sessions, and what that does to BD-rate (written for
+1.2's latents streams and packed stream tables, over archives of 1.1; run again for 1.4's spatial
+context, over archives of 1.3, and for 1.6's context models, over archives of 1.6 coded again as
+1.5 codes them: `--format 1.5`).
 
 The frames a session decodes to do not depend on how its latent integers are entropy-coded or how
-its stream table is laid out, so the saving can be measured exactly on archives an RD run wrote in
-an earlier format: every latent channel of every session is coded again as the current writer
-codes it (`entropy.encode_latents`, checked to decode back to the same integers), the session
-chunk is rebuilt around the new streams as the current format lays it out, and the file size
-follows.
+its stream table is laid out, so the saving can be measured exactly on archives an RD run wrote:
+every latent grid of every session is coded again as the writer of the chosen format codes it
+(`bitstream.pack_grid`, checked to decode back to the same integers), the session chunk is
+rebuilt around the new streams as that format lays it out, and the file size follows.
 The RD records of those archives (same clips, same frames, same PSNR) then get the new sizes, and
 BD-rate against the anchors of the same run is computed both ways.
 
     python -m benchmarks.latent_coding ARCHIVE_DIR --rd benchmarks/results/rd.json [--name N]
+        [--format MAJOR.MINOR]
 
 ARCHIVE_DIR holds the run's archives as `<clip>_q<quality>.pfnr` (`benchmarks.rd --keep-archives`).
 """
@@ -37,15 +38,14 @@ from benchmarks.common import (
 )
 from benchmarks.rd import bd_rows
 from pfnr_codec.archive import load_archive
+from pfnr_codec.bitstream import pack_grid, unpack_grid
 from pfnr_codec.container import FORMAT_VERSION, FRAMING_BYTES, SessionChunk, session_to_bytes
-from pfnr_codec.entropy import decode_latents, encode_latents
 
 NAME = re.compile(r"(?P<clip>.+)_q(?P<quality>\d+)\.pfnr$")
-CURRENT = ".".join(map(str, FORMAT_VERSION))
 
 
-def recode(path: Path) -> dict[str, float]:
-    """Bytes of the archive at `path` as stored, and with its latents coded as the current format
+def recode(path: Path, version: tuple[int, int] = FORMAT_VERSION) -> dict[str, float]:
+    """Bytes of the archive at `path` as stored, and with its latents coded as format `version`
     codes them (file and latent streams; per grid too)."""
     loaded = load_archive(path, torch.device("cpu"))
     contents = loaded.contents
@@ -56,23 +56,23 @@ def recode(path: Path) -> dict[str, float]:
         streams = dict(chunk.streams)
         for name, grid in head.grids().items():
             values = grid.values.detach().numpy().astype(np.int64)
-            cells = values.shape[0]
-            for c in range(values.shape[1]):
-                channel = values[:, c].reshape(cells, -1)
-                width = values.shape[3]
-                data = encode_latents(channel, loaded.coder, width)
-                decoded = decode_latents(data, *channel.shape, loaded.coder, width)
-                if not np.array_equal(decoded, channel):
-                    raise AssertionError(f"{path}: {name}/{c} does not decode to its values")
-                before = len(streams[f"{name}/{c}"])
-                streams[f"{name}/{c}"] = data
-                latents_before += before
-                latents_after += len(data)
-                sizes = grids.setdefault(name, [0, 0])
-                sizes[0] += before
-                sizes[1] += len(data)
-        file_bytes += len(session_to_bytes(SessionChunk(chunk.meta, streams))) + FRAMING_BYTES
-        table_only += len(session_to_bytes(chunk)) + FRAMING_BYTES  # old streams, new table
+            old = {k: v for k, v in streams.items() if k.startswith(f"{name}/")}
+            new = pack_grid(name, values, loaded.coder, version)
+            decoded = unpack_grid(new, name, values.shape, loaded.coder, version)
+            if not np.array_equal(decoded, values):
+                raise AssertionError(f"{path}: {name} does not decode to its values")
+            for key in old:
+                del streams[key]
+            streams.update(new)
+            before, after = sum(map(len, old.values())), sum(map(len, new.values()))
+            latents_before += before
+            latents_after += after
+            sizes = grids.setdefault(name, [0, 0])
+            sizes[0] += before
+            sizes[1] += after
+        file_bytes += len(session_to_bytes(SessionChunk(chunk.meta, streams), version))
+        file_bytes += FRAMING_BYTES
+        table_only += len(session_to_bytes(chunk, version)) + FRAMING_BYTES  # old streams
     return {
         "file_before": contents.file_bytes,
         "file_after": file_bytes,
@@ -89,7 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rd", type=Path, default=RESULTS_DIR / "rd.json", help="its records")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="latent_coding")
+    parser.add_argument(
+        "--format",
+        default=".".join(map(str, FORMAT_VERSION)),
+        help="code the latents as this format version's writer does (default: the current one)",
+    )
     args = parser.parse_args(argv)
+    version = tuple(int(part) for part in args.format.split("."))
+    if len(version) != 2 or version > FORMAT_VERSION:
+        raise SystemExit(f"--format: expected a version up to {FORMAT_VERSION}, got {args.format}")
+    target = args.format
 
     machine, records = read_records(args.rd)
     points = {(r.clip, r.settings.get("quality")): r for r in records if r.codec == "pfnr"}
@@ -100,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if key not in points:
             continue
         record = points[key]
-        sizes = recode(path)
+        sizes = recode(path, version)
         if sizes["file_before"] != record.bytes:
             raise SystemExit(f"{path} has {sizes['file_before']} bytes, its record {record.bytes}")
         bpp = bits_per_pixel(int(sizes["file_after"]), record.frames, record.height, record.width)
@@ -140,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "q",
         "PSNR",
         "bpp stored",
-        f"bpp {CURRENT}",
+        f"bpp {target}",
         "latents -%",
         "fine -%",
         "table -B",
@@ -148,19 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     write_markdown(
         args.out / f"{args.name}.md",
-        f"Latents streams (format {CURRENT}) on the sessions of an RD run",
+        f"Latents streams (format {target}) on the sessions of an RD run",
         machine,
         [
             f"The archives of the RD run in `{args.rd.name}` (same frames, same PSNR), their "
-            f"latent channels coded again as format {CURRENT} codes them (each decodes back to "
-            f"the same integers) and the session chunk laid out as {CURRENT} lays it out; `-%` is "
-            "the share of "
-            "bytes saved (latents: all grids; fine: the quarter-size grid), `table -B` the bytes "
-            "the packed stream table saves.",
+            f"latent channels coded again as format {target} codes them (each decodes back to "
+            f"the same integers) and the session chunk laid out as {target} lays it out; `-%` is "
+            f"the share of the stored bytes that {target}'s coding saves (negative: it costs "
+            "more; latents: all grids; fine: the quarter-size grid), `table -B` the bytes its "
+            "stream table saves.",
             markdown_table(rows, header),
             "BD-rate of pfnr against each anchor of that run, with the sizes as stored and as "
-            f"{CURRENT} codes them (negative = fewer bits than the anchor at equal PSNR):",
-            markdown_table(bd, ["clip", "anchor", "BD-rate % stored", f"BD-rate % {CURRENT}"]),
+            f"{target} codes them (negative = fewer bits than the anchor at equal PSNR):",
+            markdown_table(bd, ["clip", "anchor", "BD-rate % stored", f"BD-rate % {target}"]),
         ],
     )
     return 0

@@ -293,3 +293,25 @@ def test_source_date_epoch_makes_two_encodes_byte_identical(clips, tmp_path, mon
     monkeypatch.delenv("SOURCE_DATE_EPOCH")
     encode_video(tmp_path / "d.pfnr", clips[2], quick)
     assert read_archive(tmp_path / "d.pfnr").sessions[0].meta["encode_seconds"] > 0
+
+
+def test_a_session_whose_grids_carry_context_models_decodes_from_the_file(tmp_path):
+    """(1.6) A session long enough for a grid to repay its context model: the model and mode-3
+    channels are stored, the file alone decodes to the frames fingerprinted at encode, twice the
+    same, and a session appended after it leaves it byte-identical."""
+    from synthetic import synthetic_frames
+
+    clip = tmp_path / "long.mkv"
+    write_video(synthetic_frames(400, 32, 48, seed=21), clip, fps=25)
+    archive = tmp_path / "arm.pfnr"
+    encode_video(archive, clip, EncodeOptions(preset="tiny", epochs=1, device="cpu"))
+    streams = read_archive(archive).sessions[0].streams
+    assert any(name.endswith("/arm") for name in streams), sorted(streams)
+    assert any(data[:1] == b"\x03" for name, data in streams.items() if name.startswith("latent/"))
+    first = decode_session(archive, 1, size="working", device="cpu")
+    assert first.matches_encode is True
+    other = tmp_path / "other.mkv"
+    write_video(synthetic_frames(6, 32, 48, seed=22), other, fps=25)
+    encode_video(archive, other, EncodeOptions(epochs=1, device="cpu"))
+    again = decode_session(archive, 1, size="working", device="cpu")
+    assert np.array_equal(first.frames, again.frames) and again.matches_encode is True
