@@ -74,6 +74,9 @@ FIT_BATCH = 16384
 FIT_SHIFTS = (8, 10)  # the weight precisions an encoder tries
 # A model takes 0.4-1 KB and saves 10-15% of a grid (bikes): smaller grids are not worth fitting.
 MIN_GRID_BYTES = 4096
+# Fitting and coding hold every value's features at once (about 200 bytes a value): larger grids
+# keep the context split.
+MAX_FIT_VALUES = 1 << 22
 
 
 def feature_count(order: int, channels: int) -> int:
@@ -340,10 +343,10 @@ def writer_order(grid_shape: tuple[int, ...]) -> int:
 def fit(grid: np.ndarray, seed: int = 0) -> ContextModel | None:
     """A context model for `grid` (cells, C, h, w) int64 in `writer_order`, fitted in float to
     its values and rounded to integers (the weight precision of FIT_SHIFTS that codes shortest);
-    None when the values span more than MAX_ALPHABET."""
+    None when the values span more than MAX_ALPHABET or the grid holds more than MAX_FIT_VALUES."""
     low, high = int(grid.min()), int(grid.max())
     alphabet = max(high - low + 1, 2)
-    if alphabet > MAX_ALPHABET:
+    if alphabet > MAX_ALPHABET or grid.size > MAX_FIT_VALUES:
         return None
     channels, order = grid.shape[1], writer_order(grid.shape)
     ordered = [_ordered(order, grid, c) for c in range(channels)]

@@ -161,3 +161,4 @@ def test_small_grids_and_wide_ranges_keep_the_context_split():
     small = grid_with_context(np.random.default_rng(2), shape=(2, 2, 6, 8))
     assert "g/arm" not in pack_grid("g", small, CODER, (1, 6))
     assert arm.fit(np.arange(-40, 40).reshape(1, 1, 4, 20)) is None
+    assert arm.fit(np.zeros((1, 1, 1, arm.MAX_FIT_VALUES + 1), dtype=np.int64)) is None
