@@ -178,7 +178,8 @@ def frequency_tables(alphabet: int) -> np.ndarray:
 
 
 def padded_grid(cells: int, channels: int, height: int, width: int) -> np.ndarray:
-    """Zeros (cells, channels, height + 2, width + 4): a grid with the border its contexts read."""
+    """Zeros (cells, channels, height + 3, width + 4): a grid with the border its contexts read
+    (two rows above, one below, two columns each side)."""
     shape = (cells, channels, height + _PAD_TOP + _PAD_BOTTOM, width + 2 * _PAD_SIDE)
     return np.zeros(shape, dtype=np.int64)
 
@@ -257,10 +258,10 @@ def _probabilities(model: ContextModel, feats: np.ndarray, channels: int) -> np.
     return frequency_tables(model.alphabet)[scale, mean].astype(np.float64) / TOTAL_FREQ
 
 
-def channel_bits(model: ContextModel, grid: np.ndarray, channel: int) -> float:
-    """Bits `channel` of `grid` (cells, C, h, w) costs under `model`, to the coder's rounding."""
-    feats, values = _ordered(model.order, grid, channel)
-    scale, mean = model.predict(feats, grid.shape[1])
+def _bits(model: ContextModel, feats: np.ndarray, values: np.ndarray, channels: int) -> float:
+    """Bits `values` with contexts `feats` (from `_ordered`) cost under `model`, to the coder's
+    rounding."""
+    scale, mean = model.predict(feats, channels)
     freqs = frequency_tables(model.alphabet)[scale, mean, values - model.low]
     return float(-np.log2(freqs / TOTAL_FREQ).sum())
 
@@ -372,6 +373,6 @@ def fit(grid: np.ndarray, seed: int = 0) -> ContextModel | None:
 
     def total_bits(model: ContextModel) -> float:
         stored = 8 * len(model.to_bytes(coder))
-        return stored + sum(channel_bits(model, grid, c) for c in range(channels))
+        return stored + sum(_bits(model, f, v, channels) for f, v in ordered)
 
     return min(candidates, key=total_bits)
