@@ -162,3 +162,19 @@ def test_small_grids_and_wide_ranges_keep_the_context_split():
     assert "g/arm" not in pack_grid("g", small, CODER, (1, 6))
     assert arm.fit(np.arange(-40, 40).reshape(1, 1, 4, 20)) is None
     assert arm.fit(np.zeros((1, 1, 1, arm.MAX_FIT_VALUES + 1), dtype=np.int64)) is None
+
+
+@pytest.mark.parametrize("weight_bits", [20, 32])
+def test_the_network_s_products_are_exact_on_either_path(weight_bits):
+    """Products whose partial sums stay below 2^53 run in float64 BLAS, others in int64: both
+    equal the exact integer result (Python integers)."""
+    rng = np.random.default_rng(weight_bits)
+    limit = 1 << weight_bits  # 2^20 x 2^20 x 16 stays below 2^53; 2^32 does not
+    w = rng.integers(-limit, limit, (16, 16))
+    x = rng.integers(0, arm.ACT_MAX + 1, (50, 16))
+    x[0] = arm.ACT_MAX
+    got = arm.exact_product(x, w, arm.ACT_MAX)
+    expected = [
+        [sum(int(a) * int(b) for a, b in zip(row, col, strict=True)) for col in w] for row in x
+    ]
+    assert got.dtype == np.int64 and got.tolist() == expected
