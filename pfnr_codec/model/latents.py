@@ -62,6 +62,8 @@ class LatentGrid(nn.Module):
         """The values of `cells` as stored: rounded, with a straight-through gradient while
         training. Only the cells a batch reads are rounded (a grid may hold millions of values)."""
         v = self.values[cells]
+        if not torch.is_grad_enabled():  # the same values as below (r - v is exact), in one pass
+            return torch.round(v)
         return v + (torch.round(v) - v).detach()
 
     def forward(self, indices: Tensor) -> Tensor:
